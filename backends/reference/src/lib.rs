@@ -1,0 +1,1 @@
+//! varc-backend-ref

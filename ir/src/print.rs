@@ -1,0 +1,1 @@
+//! Text printer and DOT (to be written).

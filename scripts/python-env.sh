@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates (once) and prints the path of a project virtual environment.
+# Usage: scripts/python-env.sh test|models
+# - test:   what the test suite needs (onnx for the ONNX node tests, numpy)
+# - models: what models/generate.py needs to regenerate the shipped models
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+kind="${1:-test}"
+venv="$root/.venv-$kind"
+req="$root/scripts/requirements-$kind.txt"
+stamp="$venv/.installed"
+if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
+  cp "$req" "$stamp"
+fi
+echo "$venv"
