@@ -1,1 +1,6 @@
-//! varc-backend-ref
+//! varc-backend-ref: the reference interpreter (to be written).
+
+pub mod attention;
+pub mod conv;
+pub mod pool;
+pub mod resize;
