@@ -10,7 +10,11 @@ venv="$root/.venv-$kind"
 req="$root/scripts/requirements-$kind.txt"
 stamp="$venv/.installed"
 if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
-  python3 -m venv "$venv" >&2
+  if ! python3 -m venv "$venv" >&2; then
+    # Debian's python3 splits venv out into its own package.
+    apt-get update -qq >&2 && apt-get install -y -qq python3-venv >&2
+    python3 -m venv "$venv" >&2
+  fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
   cp "$req" "$stamp"
 fi

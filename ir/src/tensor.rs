@@ -143,6 +143,54 @@ impl TensorData {
         }
     }
 
+    /// Little-endian bytes of every element (bool as one byte 0/1).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I8(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::U8(v) => v.clone(),
+            TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+        }
+    }
+
+    /// Decodes little-endian element bytes; the length must be a multiple of
+    /// the element size.
+    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Result<TensorData, String> {
+        let size = dtype.size();
+        if bytes.len() % size != 0 {
+            return Err(format!(
+                "{} bytes is not a whole number of {dtype} elements",
+                bytes.len()
+            ));
+        }
+        macro_rules! le {
+            ($variant:ident, $t:ty) => {
+                TensorData::$variant(
+                    bytes
+                        .chunks_exact(size)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk has element size")))
+                        .collect(),
+                )
+            };
+        }
+        Ok(match dtype {
+            DType::F32 => le!(F32, f32),
+            DType::F16 => le!(F16, f16),
+            DType::BF16 => le!(BF16, bf16),
+            DType::F64 => le!(F64, f64),
+            DType::I64 => le!(I64, i64),
+            DType::I32 => le!(I32, i32),
+            DType::I8 => le!(I8, i8),
+            DType::U8 => TensorData::U8(bytes.to_vec()),
+            DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+        })
+    }
+
     /// Elements at `indices` (each < len), in that order, same dtype.
     pub fn gather(&self, indices: &[usize]) -> TensorData {
         map_variant!(self, v => indices.iter().map(|&i| v[i]).collect())
@@ -282,6 +330,16 @@ mod tests {
             t.cast(DType::Bool).data(),
             &TensorData::Bool(vec![true, false, true, true])
         );
+    }
+
+    #[test]
+    fn le_bytes_round_trip() {
+        for dtype in DType::ALL {
+            let d = TensorData::from_f64(dtype, &[0.0, 1.0, 3.0]);
+            let back = TensorData::from_le_bytes(dtype, &d.to_le_bytes()).unwrap();
+            assert_eq!(back, d, "{dtype}");
+        }
+        assert!(TensorData::from_le_bytes(DType::F32, &[0; 6]).is_err());
     }
 
     #[test]

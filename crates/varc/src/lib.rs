@@ -1,1 +1,136 @@
-//! varc facade
+//! varc: compile ONNX models of coarse-to-fine image generators (VAR, FlowAR).
+//!
+//! This facade is what the CLI and embedding programs use: load a model
+//! (decode → import → verify → infer types with symbolic dims bound), then
+//! run it. Today the only backend is the reference interpreter.
+
+use anyhow::{Context, Result, bail};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use varc_ir::infer::InferResult;
+use varc_ir::{Graph, Op, Tensor, TypeInfo};
+use varc_runtime::NamedTensors;
+use varc_runtime::random::{SplitMix64, random_tensor};
+
+/// A model ready to run: its imported graph with every value typed.
+pub struct LoadedModel {
+    pub path: PathBuf,
+    pub model: varc_onnx::Model,
+    pub inferred: InferResult,
+}
+
+/// Parses `NAME=VALUE` symbolic-dimension bindings.
+pub fn parse_dims(specs: &[String]) -> Result<BTreeMap<String, usize>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (name, value) = s
+                .split_once('=')
+                .with_context(|| format!("--dim '{s}': expected NAME=VALUE, e.g. batch=2"))?;
+            let value: usize = value
+                .trim()
+                .parse()
+                .with_context(|| format!("--dim '{s}': '{value}' is not a non-negative integer"))?;
+            Ok((name.trim().to_string(), value))
+        })
+        .collect()
+}
+
+/// Loads, verifies and types a model; `dims` binds symbolic dimensions.
+pub fn load(path: &Path, dims: &BTreeMap<String, usize>) -> Result<LoadedModel> {
+    let mut model = varc_onnx::load_model(path)?;
+    varc_ir::verify::verify(&model.graph)?;
+    let inferred = varc_ir::infer::infer_types(&mut model.graph, dims, &varc_backend_ref::RefFolder)?;
+    Ok(LoadedModel {
+        path: path.to_path_buf(),
+        model,
+        inferred,
+    })
+}
+
+impl LoadedModel {
+    pub fn graph(&self) -> &Graph {
+        &self.model.graph
+    }
+
+    /// Graph inputs with their (bound) types.
+    pub fn inputs(&self) -> Vec<(String, TypeInfo)> {
+        let g = self.graph();
+        g.inputs
+            .iter()
+            .map(|&id| {
+                let v = &g.node(id).outputs[0];
+                let ty = v.ty.clone().expect("graph inputs carry their declared type");
+                (v.name.clone(), ty)
+            })
+            .collect()
+    }
+
+    pub fn output_names(&self) -> Vec<String> {
+        let g = self.graph();
+        g.outputs.iter().map(|&v| g.value(v).name.clone()).collect()
+    }
+
+    /// Seeded random inputs. Integer inputs that index a table (Gather) stay
+    /// inside it; symbolic dims must be bound.
+    pub fn random_inputs(&self, seed: u64) -> Result<NamedTensors> {
+        let mut rng = SplitMix64::new(seed);
+        let g = self.graph();
+        let mut out = Vec::new();
+        for (&id, (name, ty)) in g.inputs.iter().zip(self.inputs()) {
+            let Some(shape) = ty.shape.as_known() else {
+                bail!("input '{name}' has symbolic shape {}: bind it with --dim NAME=VALUE", ty.shape);
+            };
+            let high = index_bound(g, varc_ir::ValueRef { node: id, slot: 0 }).unwrap_or(2);
+            out.push((name, random_tensor(&mut rng, ty.dtype, &shape, high)));
+        }
+        Ok(out)
+    }
+
+    /// Runs the reference interpreter; `inputs` are matched by name.
+    pub fn run_reference(&self, inputs: &[(String, Tensor)]) -> Result<NamedTensors> {
+        let expected: Vec<String> = self.inputs().into_iter().map(|(n, _)| n).collect();
+        for (name, _) in inputs {
+            if !expected.contains(name) {
+                bail!("input '{name}' is not an input of the model (its inputs: {})", expected.join(", "));
+            }
+        }
+        let map: HashMap<String, Tensor> = inputs.iter().cloned().collect();
+        Ok(varc_backend_ref::run(self.graph(), &map)?)
+    }
+}
+
+/// The smallest table extent an integer input indexes through Gather, if any.
+fn index_bound(g: &Graph, v: varc_ir::ValueRef) -> Option<i64> {
+    g.consumers(v)
+        .into_iter()
+        .filter_map(|(consumer, slot)| {
+            let node = g.node(consumer);
+            let Op::Gather { axis } = node.op else { return None };
+            if slot != 1 {
+                return None;
+            }
+            let data_ty = g.value(node.inputs[0]?).ty.as_ref()?;
+            let rank = data_ty.shape.rank();
+            let axis = varc_ir::shape::normalize_axis(axis, rank).ok()?;
+            data_ty.shape.0[axis].known().map(|d| d as i64)
+        })
+        .min()
+}
+
+/// `models/x.onnx` → `models/x.<suffix>.safetensors`, when that file exists.
+pub fn sibling_file(model: &Path, suffix: &str) -> Option<PathBuf> {
+    let stem = model.file_stem()?.to_str()?;
+    let p = model.with_file_name(format!("{stem}.{suffix}.safetensors"));
+    p.exists().then_some(p)
+}
+
+/// Tolerances for a shipped model, from models/manifest.json beside it.
+pub fn manifest_tolerance(model: &Path) -> Option<(f64, f64)> {
+    let manifest = model.parent()?.join("manifest.json");
+    let text = std::fs::read_to_string(manifest).ok()?;
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
+    let file = model.file_name()?.to_str()?;
+    let e = entries.iter().find(|e| e["file"] == file)?;
+    Some((e["rtol"].as_f64()?, e["atol"].as_f64()?))
+}

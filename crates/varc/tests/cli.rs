@@ -1,0 +1,77 @@
+//! The `varc` binary as users call it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn varc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_varc"))
+}
+
+fn model(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models").join(file)
+}
+
+fn output(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("varc runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_checks_shipped_goldens() {
+    let (ok, stdout, stderr) = output(varc().arg("run").arg(model("minvar_dyn18.onnx")));
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("shipped inputs"), "{stdout}");
+    assert!(stdout.contains(" ok "), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn run_writes_npz_and_reads_it_back_as_inputs() {
+    let dir = std::env::temp_dir().join(format!("varc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.npz");
+    let (ok, stdout, stderr) = output(
+        varc()
+            .arg("run")
+            .arg(model("minvar_dyn18.onnx"))
+            .arg("--seed")
+            .arg("3")
+            .arg("--inputs")
+            .arg(model("minvar_dyn18.inputs.safetensors"))
+            .arg("--output")
+            .arg(&out),
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    let back = varc_runtime::read_tensors(&out).unwrap();
+    assert_eq!(back.len(), 1, "{back:?}");
+}
+
+#[test]
+fn inspect_json_has_the_facts() {
+    let (ok, stdout, stderr) = output(varc().arg("inspect").arg("--json").arg(model("var_tf_dyn18.onnx")));
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("valid JSON");
+    assert!(v["ops"]["MatMul"]["count"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["flops"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["parameters"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["opsets"][""].as_i64(), Some(18), "{v}");
+}
+
+#[test]
+fn bad_model_gives_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("varc-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.onnx");
+    std::fs::write(&bad, b"definitely not protobuf \xff\xff").unwrap();
+    let (ok, _, stderr) = output(varc().arg("inspect").arg(&bad));
+    assert!(!ok);
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (ok, _, stderr) = output(varc().arg("run").arg(dir.join("missing.onnx")));
+    assert!(!ok);
+    assert!(stderr.contains("missing.onnx"), "{stderr}");
+}
