@@ -109,9 +109,14 @@ impl Graph {
         };
         for (slot, input) in node.inputs.iter().enumerate() {
             if let Some(v) = input {
-                let ok = self.g.node_weight(v.node).is_some_and(|p| v.slot < p.outputs.len());
+                let ok = self
+                    .g
+                    .node_weight(v.node)
+                    .is_some_and(|p| v.slot < p.outputs.len());
                 if !ok {
-                    return Err(node.error(format!("input {slot} refers to a value that does not exist")));
+                    return Err(node.error(format!(
+                        "input {slot} refers to a value that does not exist"
+                    )));
                 }
             }
         }
@@ -123,7 +128,14 @@ impl Graph {
             .collect();
         let id = self.g.add_node(node);
         for (v, in_slot) in edges {
-            self.g.add_edge(v.node, id, Edge { out_slot: v.slot, in_slot });
+            self.g.add_edge(
+                v.node,
+                id,
+                Edge {
+                    out_slot: v.slot,
+                    in_slot,
+                },
+            );
         }
         Ok(id)
     }
@@ -200,9 +212,8 @@ impl Graph {
 
     /// Nodes in a dependency order; a cycle is an error naming one node on it.
     pub fn topo_order(&self) -> Result<Vec<NodeId>> {
-        petgraph::algo::toposort(&self.g, None).map_err(|c| {
-            self.g[c.node_id()].error("is part of a cycle: the graph must be acyclic")
-        })
+        petgraph::algo::toposort(&self.g, None)
+            .map_err(|c| self.g[c.node_id()].error("is part of a cycle: the graph must be acyclic"))
     }
 
     /// (consumer, input slot) pairs reading `v`.
@@ -259,7 +270,14 @@ impl Graph {
         }
         node.inputs[in_slot] = v;
         if let Some(v) = v {
-            self.g.add_edge(v.node, id, Edge { out_slot: v.slot, in_slot });
+            self.g.add_edge(
+                v.node,
+                id,
+                Edge {
+                    out_slot: v.slot,
+                    in_slot,
+                },
+            );
         }
     }
 
@@ -300,10 +318,18 @@ mod tests {
             dtype: DType::F32,
             shape: Shape::known(&[2]),
         };
-        let x = ValueRef { node: g.add_input("x", ty), slot: 0 };
+        let x = ValueRef {
+            node: g.add_input("x", ty),
+            slot: 0,
+        };
         let c = g.add_const("c", Tensor::from_f32(vec![2], vec![1.0, 2.0]).unwrap());
         let add = g
-            .add_node("add", Op::Binary(BinaryOp::Add), vec![Some(x), Some(c)], vec![Value::named("y")])
+            .add_node(
+                "add",
+                Op::Binary(BinaryOp::Add),
+                vec![Some(x), Some(c)],
+                vec![Value::named("y")],
+            )
             .unwrap();
         assert_eq!(g.consumers(x), vec![(add, 0)]);
         g.set_input(add, 1, Some(x));
@@ -315,9 +341,17 @@ mod tests {
     #[test]
     fn dangling_operand_is_rejected() {
         let mut g = Graph::new("t");
-        let bogus = ValueRef { node: NodeId::new(7), slot: 0 };
+        let bogus = ValueRef {
+            node: NodeId::new(7),
+            slot: 0,
+        };
         let err = g
-            .add_node("n", Op::Identity, vec![Some(bogus)], vec![Value::named("y")])
+            .add_node(
+                "n",
+                Op::Identity,
+                vec![Some(bogus)],
+                vec![Value::named("y")],
+            )
             .unwrap_err();
         assert!(err.to_string().contains("node 'n' (Identity)"), "{err}");
     }

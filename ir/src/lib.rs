@@ -5,14 +5,18 @@
 //! - [`tensor`], [`dtype`], [`shape`]: values, element types and (symbolic) shapes;
 //! - [`infer`]: type and shape inference (symbolic dims bound at compile time);
 //! - [`verify`]: structural and type checks whose errors name node, op and reason;
-//! - [`print`]: the text form and Graphviz DOT export.
+//! - [`print`]: the text form and Graphviz DOT export;
+//! - [`cost`]: FLOP and parameter counts for the cost model.
 
+pub mod cost;
 pub mod dtype;
 pub mod error;
 pub mod graph;
 pub mod infer;
+pub mod kernel;
 pub mod op;
 pub mod print;
+pub mod resample;
 pub mod shape;
 pub mod tensor;
 pub mod verify;

@@ -144,7 +144,11 @@ mod tests {
         assert_eq!(broadcast_known(&[2, 1, 3], &[4, 1]).unwrap(), vec![2, 4, 3]);
         assert_eq!(broadcast_known(&[], &[5]).unwrap(), vec![5]);
         assert!(broadcast_known(&[2, 3], &[4, 3]).is_err());
-        let s = broadcast(&Shape(vec![Dim::Sym("B".into()), Dim::Known(1)]), &Shape::known(&[7])).unwrap();
+        let s = broadcast(
+            &Shape(vec![Dim::Sym("B".into()), Dim::Known(1)]),
+            &Shape::known(&[7]),
+        )
+        .unwrap();
         assert_eq!(s.to_string(), "[B,7]");
     }
 

@@ -128,9 +128,7 @@ impl TensorData {
             DType::I8 => TensorData::I8(v.iter().map(|&x| x as i8).collect()),
             DType::U8 => TensorData::U8(v.iter().map(|&x| x as u8).collect()),
             DType::Bool => TensorData::Bool(v.iter().map(|&x| x != 0).collect()),
-            float => {
-                TensorData::from_f64(float, &v.iter().map(|&x| x as f64).collect::<Vec<_>>())
-            }
+            float => TensorData::from_f64(float, &v.iter().map(|&x| x as f64).collect::<Vec<_>>()),
         }
     }
 

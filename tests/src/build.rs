@@ -4,8 +4,8 @@ use prost::Message;
 use varc_onnx::proto::tensor_shape_proto::{Dimension, dimension};
 use varc_onnx::proto::type_proto::{self, Value};
 use varc_onnx::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 pub const FLOAT: i32 = 1;

@@ -27,7 +27,10 @@ fn load_error(tag: &str, bytes: &[u8]) -> String {
 fn expect_error(tag: &str, m: &ModelProto, needles: &[&str]) {
     let err = load_error(tag, &encode(m));
     for n in needles {
-        assert!(err.contains(n), "{tag}: error should mention '{n}', got: {err}");
+        assert!(
+            err.contains(n),
+            "{tag}: error should mention '{n}', got: {err}"
+        );
     }
 }
 
@@ -51,7 +54,12 @@ fn the_valid_base_model_loads() {
 
 #[test]
 fn missing_file_names_the_path() {
-    let err = format!("{:#}", varc::load(&PathBuf::from("/nonexistent/m.onnx"), &Default::default()).err().unwrap());
+    let err = format!(
+        "{:#}",
+        varc::load(&PathBuf::from("/nonexistent/m.onnx"), &Default::default())
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("/nonexistent/m.onnx"), "{err}");
 }
 
@@ -163,7 +171,11 @@ fn external_model(location: &str, offset: &str, length: &str) -> ModelProto {
         dims: vec![3],
         data_type: FLOAT,
         data_location: 1, // EXTERNAL
-        external_data: vec![entry("location", location), entry("offset", offset), entry("length", length)],
+        external_data: vec![
+            entry("location", location),
+            entry("offset", offset),
+            entry("length", length),
+        ],
         ..Default::default()
     }];
     m
@@ -172,11 +184,15 @@ fn external_model(location: &str, offset: &str, length: &str) -> ModelProto {
 #[test]
 fn external_data_is_read_and_confined_to_the_model_folder() {
     let dir = temp_dir("external");
-    let data: Vec<u8> = [0.5f32, 1.5, 2.5].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let data: Vec<u8> = [0.5f32, 1.5, 2.5]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     std::fs::write(dir.join("w.bin"), [vec![0u8; 4], data].concat()).unwrap();
     let path = dir.join("model.onnx");
     std::fs::write(&path, encode(&external_model("w.bin", "4", "12"))).unwrap();
-    let loaded = varc::load(&path, &Default::default()).expect("external data within the folder loads");
+    let loaded =
+        varc::load(&path, &Default::default()).expect("external data within the folder loads");
     let x = varc_ir::Tensor::from_f32(vec![2, 3], vec![0.0; 6]).unwrap();
     let y = loaded.run_reference(&[("x".into(), x)]).unwrap();
     assert_eq!(y[0].1.to_f64_vec(), vec![0.5, 1.5, 2.5, 0.5, 1.5, 2.5]);
@@ -188,7 +204,10 @@ fn external_data_is_read_and_confined_to_the_model_folder() {
         ("missing", "nope.bin", "0", "12"),
     ] {
         std::fs::write(&path, encode(&external_model(loc, off, len))).unwrap();
-        let err = format!("{:#}", varc::load(&path, &Default::default()).err().expect(tag));
+        let err = format!(
+            "{:#}",
+            varc::load(&path, &Default::default()).err().expect(tag)
+        );
         assert!(err.contains("'w'"), "{tag}: {err}");
     }
 }
@@ -222,10 +241,20 @@ fn wrong_input_at_run_time_is_an_error() {
     std::fs::write(&path, encode(&add_model())).unwrap();
     let loaded = varc::load(&path, &Default::default()).unwrap();
     let wrong_shape = varc_ir::Tensor::from_f32(vec![3, 2], vec![0.0; 6]).unwrap();
-    let err = format!("{:#}", loaded.run_reference(&[("x".into(), wrong_shape)]).unwrap_err());
+    let err = format!(
+        "{:#}",
+        loaded
+            .run_reference(&[("x".into(), wrong_shape)])
+            .unwrap_err()
+    );
     assert!(err.contains('x'), "{err}");
     let wrong_name = varc_ir::Tensor::from_f32(vec![2, 3], vec![0.0; 6]).unwrap();
-    let err = format!("{:#}", loaded.run_reference(&[("q".into(), wrong_name)]).unwrap_err());
+    let err = format!(
+        "{:#}",
+        loaded
+            .run_reference(&[("q".into(), wrong_name)])
+            .unwrap_err()
+    );
     assert!(err.contains("'q'"), "{err}");
     let err = format!("{:#}", loaded.run_reference(&[]).unwrap_err());
     assert!(err.contains("'x'") || err.contains("x"), "{err}");

@@ -15,13 +15,66 @@ use varc_tests::{node_cases_dir, root};
 
 /// The ops varc claims to cover (the foundation issue's list).
 const CLAIMED_OPS: &[&str] = &[
-    "Gather", "GatherND", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg",
-    "Exp", "Log", "Erf", "Tanh", "Sigmoid", "Cos", "Sin", "Abs", "Clip", "Min", "Max", "Where", "Cast",
-    "Softmax", "ReduceMean", "ReduceSum", "ReduceL2", "ReduceMax", "LayerNormalization",
-    "InstanceNormalization", "GroupNormalization", "RMSNormalization", "Gelu", "Attention", "Conv",
-    "AveragePool", "GlobalAveragePool", "Resize", "Reshape", "Transpose", "Concat", "Split", "Slice",
-    "Squeeze", "Unsqueeze", "Flatten", "Expand", "Identity", "Shape", "ConstantOfShape", "Range", "Equal",
-    "Less", "Greater", "Not", "And", "Trilu", "Constant",
+    "Gather",
+    "GatherND",
+    "MatMul",
+    "Gemm",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "Neg",
+    "Exp",
+    "Log",
+    "Erf",
+    "Tanh",
+    "Sigmoid",
+    "Cos",
+    "Sin",
+    "Abs",
+    "Clip",
+    "Min",
+    "Max",
+    "Where",
+    "Cast",
+    "Softmax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceL2",
+    "ReduceMax",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "RMSNormalization",
+    "Gelu",
+    "Attention",
+    "Conv",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Resize",
+    "Reshape",
+    "Transpose",
+    "Concat",
+    "Split",
+    "Slice",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Expand",
+    "Identity",
+    "Shape",
+    "ConstantOfShape",
+    "Range",
+    "Equal",
+    "Less",
+    "Greater",
+    "Not",
+    "And",
+    "Trilu",
+    "Constant",
 ];
 
 #[derive(Deserialize)]
@@ -55,7 +108,8 @@ fn run_case(dir: &Path, c: &Case) -> Result<(), String> {
         return Err(format!("test data is not plain tensors ({why})"));
     }
     let case_dir = dir.join(&c.name);
-    let model = varc::load(&case_dir.join("model.onnx"), &Default::default()).map_err(|e| format!("{e:#}"))?;
+    let model = varc::load(&case_dir.join("model.onnx"), &Default::default())
+        .map_err(|e| format!("{e:#}"))?;
     let input_names: Vec<String> = model.inputs().into_iter().map(|(n, _)| n).collect();
     for k in 0..c.data_sets.unwrap_or(0) {
         let set = case_dir.join(format!("test_data_set_{k}"));
@@ -67,7 +121,8 @@ fn run_case(dir: &Path, c: &Case) -> Result<(), String> {
         let got = model.run_reference(&inputs).map_err(|e| format!("{e:#}"))?;
         for (i, (name, g)) in got.iter().enumerate() {
             let want = read_pb(&set.join(format!("output_{i}.pb")))?;
-            let a = varc_runtime::compare(g, &want, c.rtol, c.atol).map_err(|e| format!("output '{name}': {e}"))?;
+            let a = varc_runtime::compare(g, &want, c.rtol, c.atol)
+                .map_err(|e| format!("output '{name}': {e}"))?;
             if !a.passed() {
                 return Err(format!(
                     "output '{name}': {} of {} elements outside rtol {} atol {} (max abs {:.3e}, worst {:?})",
@@ -81,7 +136,11 @@ fn run_case(dir: &Path, c: &Case) -> Result<(), String> {
 
 fn one_line(s: &str) -> String {
     let s = s.replace(['\n', '\t'], " ");
-    if s.len() > 200 { format!("{}…", &s[..s.floor_char_boundary(200)]) } else { s }
+    if s.len() > 200 {
+        format!("{}…", &s[..s.floor_char_boundary(200)])
+    } else {
+        s
+    }
 }
 
 #[test]
@@ -89,7 +148,10 @@ fn onnx_node_tests_match_expected_list() {
     let dir = node_cases_dir();
     let index_path = dir.join("index.json");
     let text = std::fs::read_to_string(&index_path).unwrap_or_else(|e| {
-        panic!("{}: {e}\nGenerate the node test cases first: scripts/test.sh does it", index_path.display())
+        panic!(
+            "{}: {e}\nGenerate the node test cases first: scripts/test.sh does it",
+            index_path.display()
+        )
     });
     let index: Index = serde_json::from_str(&text).expect("index.json parses");
     let list_path = root().join("tests/onnx_node/expected.txt");
@@ -101,7 +163,13 @@ fn onnx_node_tests_match_expected_list() {
             let mut parts = l.splitn(3, char::is_whitespace);
             let verdict = parts.next()?;
             let name = parts.next()?.to_string();
-            Some((name, (verdict == "pass", parts.next().unwrap_or("").trim().to_string())))
+            Some((
+                name,
+                (
+                    verdict == "pass",
+                    parts.next().unwrap_or("").trim().to_string(),
+                ),
+            ))
         })
         .collect();
 
@@ -113,9 +181,17 @@ fn onnx_node_tests_match_expected_list() {
     }
 
     let passed = results.values().filter(|r| r.is_ok()).count();
-    println!("ONNX node tests (onnx {}): {passed} of {} in-scope cases pass", index.onnx_version, results.len());
+    println!(
+        "ONNX node tests (onnx {}): {passed} of {} in-scope cases pass",
+        index.onnx_version,
+        results.len()
+    );
     let mut failing_ops: BTreeMap<&str, usize> = BTreeMap::new();
-    for c in index.cases.iter().filter(|c| results.get(&c.name).is_some_and(|r| r.is_err())) {
+    for c in index
+        .cases
+        .iter()
+        .filter(|c| results.get(&c.name).is_some_and(|r| r.is_err()))
+    {
         for op in &c.ops {
             *failing_ops.entry(op.as_str()).or_default() += 1;
         }
@@ -144,7 +220,9 @@ fn onnx_node_tests_match_expected_list() {
     for (name, r) in &results {
         match (expected.get(name), r) {
             (Some((true, _)), Err(e)) => regressions.push(format!("{name}: {}", one_line(e))),
-            (None, Err(e)) => regressions.push(format!("{name} (not in the list): {}", one_line(e))),
+            (None, Err(e)) => {
+                regressions.push(format!("{name} (not in the list): {}", one_line(e)))
+            }
             (Some((false, _)), Ok(())) | (None, Ok(())) => improvements.push(name.clone()),
             _ => {}
         }
@@ -152,5 +230,10 @@ fn onnx_node_tests_match_expected_list() {
     if !improvements.is_empty() {
         println!("now passing but not listed as pass (run with VARC_BLESS=1): {improvements:?}");
     }
-    assert!(regressions.is_empty(), "{} regressions:\n{}", regressions.len(), regressions.join("\n"));
+    assert!(
+        regressions.is_empty(),
+        "{} regressions:\n{}",
+        regressions.len(),
+        regressions.join("\n")
+    );
 }

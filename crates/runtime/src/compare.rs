@@ -25,10 +25,18 @@ impl Agreement {
 /// Dtype or shape differences are errors, not mismatches.
 pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<Agreement, String> {
     if got.dtype() != want.dtype() {
-        return Err(format!("dtype {} differs from the expected {}", got.dtype(), want.dtype()));
+        return Err(format!(
+            "dtype {} differs from the expected {}",
+            got.dtype(),
+            want.dtype()
+        ));
     }
     if got.shape() != want.shape() {
-        return Err(format!("shape {:?} differs from the expected {:?}", got.shape(), want.shape()));
+        return Err(format!(
+            "shape {:?} differs from the expected {:?}",
+            got.shape(),
+            want.shape()
+        ));
     }
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
     let mut a = Agreement {
@@ -54,7 +62,11 @@ pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<Agre
         if y.abs() > atol {
             a.max_rel = a.max_rel.max(diff_for_stats / y.abs());
         }
-        let ratio = if allowed > 0.0 { diff_for_stats / allowed } else { diff_for_stats };
+        let ratio = if allowed > 0.0 {
+            diff_for_stats / allowed
+        } else {
+            diff_for_stats
+        };
         if ratio > worst_ratio {
             worst_ratio = ratio;
             a.worst = Some((i, x, y));
@@ -70,13 +82,22 @@ mod tests {
     #[test]
     fn tolerance_and_specials() {
         let w = Tensor::from_f32(vec![4], vec![1.0, 100.0, f32::NAN, f32::NEG_INFINITY]).unwrap();
-        let g = Tensor::from_f32(vec![4], vec![1.00005, 100.02, f32::NAN, f32::NEG_INFINITY]).unwrap();
+        let g =
+            Tensor::from_f32(vec![4], vec![1.00005, 100.02, f32::NAN, f32::NEG_INFINITY]).unwrap();
         let a = compare(&g, &w, 1e-4, 1e-6).unwrap();
         assert_eq!(a.mismatches, 1, "{a:?}");
         assert_eq!(a.worst.unwrap().0, 1);
         assert!(compare(&g, &w, 1e-3, 1e-6).unwrap().passed());
         let bad = Tensor::from_f32(vec![4], vec![1.0, 100.0, 0.0, f32::NEG_INFINITY]).unwrap();
         assert!(!compare(&bad, &w, 1.0, 1.0).unwrap().passed());
-        assert!(compare(&Tensor::from_f32(vec![2, 2], vec![0.0; 4]).unwrap(), &w, 1.0, 1.0).is_err());
+        assert!(
+            compare(
+                &Tensor::from_f32(vec![2, 2], vec![0.0; 4]).unwrap(),
+                &w,
+                1.0,
+                1.0
+            )
+            .is_err()
+        );
     }
 }

@@ -100,7 +100,8 @@ fn read_safetensors(bytes: &[u8]) -> Result<NamedTensors, String> {
             .ok_or_else(|| format!("tensor '{name}': unsupported dtype {:?}", view.dtype()))?;
         let data = TensorData::from_le_bytes(dtype, view.data())
             .map_err(|e| format!("tensor '{name}': {e}"))?;
-        let t = Tensor::new(view.shape().to_vec(), data).map_err(|e| format!("tensor '{name}': {e}"))?;
+        let t = Tensor::new(view.shape().to_vec(), data)
+            .map_err(|e| format!("tensor '{name}': {e}"))?;
         out.push((name.to_string(), t));
     }
     Ok(out)
@@ -133,12 +134,19 @@ fn read_npz(bytes: &[u8]) -> Result<NamedTensors, String> {
             .map_err(|e| format!("array '{name}': {e}"))?
             .ok_or_else(|| format!("array '{name}' vanished"))?;
         if npy.order() == npyz::Order::Fortran {
-            return Err(format!("array '{name}' is in Fortran order; save it C-contiguous"));
+            return Err(format!(
+                "array '{name}' is in Fortran order; save it C-contiguous"
+            ));
         }
         let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
         let descr = match npy.dtype() {
             npyz::DType::Plain(type_str) => type_str.to_string(),
-            other => return Err(format!("array '{name}': unsupported structured dtype {}", other.descr())),
+            other => {
+                return Err(format!(
+                    "array '{name}': unsupported structured dtype {}",
+                    other.descr()
+                ));
+            }
         };
         let e = |err: std::io::Error| format!("array '{name}': {err}");
         let data = match descr.trim_start_matches(['<', '|', '=']) {
@@ -152,7 +160,10 @@ fn read_npz(bytes: &[u8]) -> Result<NamedTensors, String> {
             "b1" => TensorData::Bool(npy.into_vec::<bool>().map_err(e)?),
             other => return Err(format!("array '{name}': unsupported dtype '{other}'")),
         };
-        out.push((name.clone(), Tensor::new(shape, data).map_err(|err| format!("array '{name}': {err}"))?));
+        out.push((
+            name.clone(),
+            Tensor::new(shape, data).map_err(|err| format!("array '{name}': {err}"))?,
+        ));
     }
     Ok(out)
 }
@@ -203,9 +214,18 @@ mod tests {
 
     fn sample() -> NamedTensors {
         vec![
-            ("a".into(), Tensor::from_f32(vec![2, 2], vec![1.0, -2.0, 3.5, 0.0]).unwrap()),
-            ("b".into(), Tensor::from_i64(vec![3], vec![7, -1, 0]).unwrap()),
-            ("c".into(), Tensor::new(vec![2], TensorData::Bool(vec![true, false])).unwrap()),
+            (
+                "a".into(),
+                Tensor::from_f32(vec![2, 2], vec![1.0, -2.0, 3.5, 0.0]).unwrap(),
+            ),
+            (
+                "b".into(),
+                Tensor::from_i64(vec![3], vec![7, -1, 0]).unwrap(),
+            ),
+            (
+                "c".into(),
+                Tensor::new(vec![2], TensorData::Bool(vec![true, false])).unwrap(),
+            ),
         ]
     }
 
@@ -220,7 +240,10 @@ mod tests {
             back.sort_by(|x, y| x.0.cmp(&y.0));
             assert_eq!(back, sample(), "{ext}");
         }
-        assert!(matches!(read_tensors(&dir.join("t.txt")), Err(IoError::Extension { .. })));
+        assert!(matches!(
+            read_tensors(&dir.join("t.txt")),
+            Err(IoError::Extension { .. })
+        ));
         std::fs::write(dir.join("bad.npz"), b"not a zip").unwrap();
         assert!(read_tensors(&dir.join("bad.npz")).is_err());
         std::fs::write(dir.join("bad.safetensors"), [255u8; 16]).unwrap();

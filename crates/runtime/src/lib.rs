@@ -7,5 +7,5 @@ pub mod compare;
 pub mod io;
 pub mod random;
 
-pub use compare::{compare, Agreement};
-pub use io::{read_tensors, write_tensors, NamedTensors};
+pub use compare::{Agreement, compare};
+pub use io::{NamedTensors, read_tensors, write_tensors};

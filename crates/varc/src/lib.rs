@@ -38,9 +38,69 @@ pub fn parse_dims(specs: &[String]) -> Result<BTreeMap<String, usize>> {
 
 /// Loads, verifies and types a model; `dims` binds symbolic dimensions.
 pub fn load(path: &Path, dims: &BTreeMap<String, usize>) -> Result<LoadedModel> {
-    let mut model = varc_onnx::load_model(path)?;
+    prepare(path, varc_onnx::load_model(path)?, dims)
+}
+
+/// Like [`load`], with symbolic dimensions also bound from the shapes of the
+/// inputs the model will run on (explicit `dims` win).
+pub fn load_for_inputs(
+    path: &Path,
+    dims: &BTreeMap<String, usize>,
+    inputs: &[(String, Tensor)],
+) -> Result<LoadedModel> {
+    let model = varc_onnx::load_model(path)?;
+    let mut bound = bind_from_inputs(&model.graph, inputs)?;
+    bound.extend(dims.iter().map(|(k, v)| (k.clone(), *v)));
+    prepare(path, model, &bound)
+}
+
+/// Symbol bindings implied by the shapes of `inputs` against the graph's
+/// declared input shapes; one symbol seen with two extents is an error.
+pub fn bind_from_inputs(
+    graph: &Graph,
+    inputs: &[(String, Tensor)],
+) -> Result<BTreeMap<String, usize>> {
+    let mut bound = BTreeMap::new();
+    for &id in &graph.inputs {
+        let value = &graph.node(id).outputs[0];
+        let (Some(ty), Some((_, t))) = (&value.ty, inputs.iter().find(|(n, _)| *n == value.name))
+        else {
+            continue;
+        };
+        if ty.shape.rank() != t.rank() {
+            bail!(
+                "input '{}': expected rank {} ({}), got shape {:?}",
+                value.name,
+                ty.shape.rank(),
+                ty.shape,
+                t.shape()
+            );
+        }
+        for (d, &n) in ty.shape.0.iter().zip(t.shape()) {
+            if let varc_ir::Dim::Sym(s) = d {
+                if let Some(&prev) = bound.get(s)
+                    && prev != n
+                {
+                    bail!(
+                        "input '{}': dimension '{s}' is {n} here but {prev} in another input",
+                        value.name
+                    );
+                }
+                bound.insert(s.clone(), n);
+            }
+        }
+    }
+    Ok(bound)
+}
+
+fn prepare(
+    path: &Path,
+    mut model: varc_onnx::Model,
+    dims: &BTreeMap<String, usize>,
+) -> Result<LoadedModel> {
     varc_ir::verify::verify(&model.graph)?;
-    let inferred = varc_ir::infer::infer_types(&mut model.graph, dims, &varc_backend_ref::RefFolder)?;
+    let inferred =
+        varc_ir::infer::infer_types_partial(&mut model.graph, dims, &varc_backend_ref::RefFolder)?;
     Ok(LoadedModel {
         path: path.to_path_buf(),
         model,
@@ -60,7 +120,9 @@ impl LoadedModel {
             .iter()
             .map(|&id| {
                 let v = &g.node(id).outputs[0];
-                let ty = v.ty.clone().expect("graph inputs carry their declared type");
+                let ty =
+                    v.ty.clone()
+                        .expect("graph inputs carry their declared type");
                 (v.name.clone(), ty)
             })
             .collect()
@@ -79,7 +141,10 @@ impl LoadedModel {
         let mut out = Vec::new();
         for (&id, (name, ty)) in g.inputs.iter().zip(self.inputs()) {
             let Some(shape) = ty.shape.as_known() else {
-                bail!("input '{name}' has symbolic shape {}: bind it with --dim NAME=VALUE", ty.shape);
+                bail!(
+                    "input '{name}' has symbolic shape {}: bind it with --dim NAME=VALUE",
+                    ty.shape
+                );
             };
             let high = index_bound(g, varc_ir::ValueRef { node: id, slot: 0 }).unwrap_or(2);
             out.push((name, random_tensor(&mut rng, ty.dtype, &shape, high)));
@@ -92,7 +157,10 @@ impl LoadedModel {
         let expected: Vec<String> = self.inputs().into_iter().map(|(n, _)| n).collect();
         for (name, _) in inputs {
             if !expected.contains(name) {
-                bail!("input '{name}' is not an input of the model (its inputs: {})", expected.join(", "));
+                bail!(
+                    "input '{name}' is not an input of the model (its inputs: {})",
+                    expected.join(", ")
+                );
             }
         }
         let map: HashMap<String, Tensor> = inputs.iter().cloned().collect();
@@ -106,7 +174,9 @@ fn index_bound(g: &Graph, v: varc_ir::ValueRef) -> Option<i64> {
         .into_iter()
         .filter_map(|(consumer, slot)| {
             let node = g.node(consumer);
-            let Op::Gather { axis } = node.op else { return None };
+            let Op::Gather { axis } = node.op else {
+                return None;
+            };
             if slot != 1 {
                 return None;
             }

@@ -8,7 +8,9 @@ fn varc() -> Command {
 }
 
 fn model(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models").join(file)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .join(file)
 }
 
 fn output(cmd: &mut Command) -> (bool, String, String) {
@@ -52,7 +54,12 @@ fn run_writes_npz_and_reads_it_back_as_inputs() {
 
 #[test]
 fn inspect_json_has_the_facts() {
-    let (ok, stdout, stderr) = output(varc().arg("inspect").arg("--json").arg(model("var_tf_dyn18.onnx")));
+    let (ok, stdout, stderr) = output(
+        varc()
+            .arg("inspect")
+            .arg("--json")
+            .arg(model("var_tf_dyn18.onnx")),
+    );
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).expect("valid JSON");
     assert!(v["ops"]["MatMul"]["count"].as_u64().unwrap() > 0, "{v}");

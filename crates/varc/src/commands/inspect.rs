@@ -57,7 +57,8 @@ struct OpFacts {
 
 pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let dims = parse_dims(&args.dims)?;
-    let model = load(&args.model, &dims).with_context(|| format!("inspecting {}", args.model.display()))?;
+    let model =
+        load(&args.model, &dims).with_context(|| format!("inspecting {}", args.model.display()))?;
     let facts = gather(&args, &model);
     if let Some(dot) = &args.dot {
         std::fs::write(dot, varc_ir::print::to_dot(model.graph()))
@@ -97,9 +98,13 @@ fn gather(args: &InspectArgs, m: &LoadedModel) -> Facts {
             continue;
         }
         nodes += 1;
-        let ins: Vec<Option<&varc_ir::TypeInfo>> =
-            node.inputs.iter().map(|v| v.and_then(|v| g.value(v).ty.as_ref())).collect();
-        let outs: Vec<varc_ir::TypeInfo> = node.outputs.iter().filter_map(|o| o.ty.clone()).collect();
+        let ins: Vec<Option<&varc_ir::TypeInfo>> = node
+            .inputs
+            .iter()
+            .map(|v| v.and_then(|v| g.value(v).ty.as_ref()))
+            .collect();
+        let outs: Vec<varc_ir::TypeInfo> =
+            node.outputs.iter().filter_map(|o| o.ty.clone()).collect();
         let f = varc_ir::cost::node_flops(node, &ins, &outs);
         let e = ops.entry(node.op.kind().to_string()).or_default();
         e.count += 1;
@@ -128,7 +133,10 @@ fn gather(args: &InspectArgs, m: &LoadedModel) -> Facts {
 
 fn print_text(f: &Facts) {
     println!("model     {}", f.model);
-    println!("producer  {}   (ONNX IR version {})", f.producer, f.ir_version);
+    println!(
+        "producer  {}   (ONNX IR version {})",
+        f.producer, f.ir_version
+    );
     let opsets: Vec<String> = f
         .opsets
         .iter()
@@ -149,8 +157,15 @@ fn print_text(f: &Facts) {
     for (kind, o) in by_count {
         println!("  {kind:<24} {:>6}   {:>14} FLOPs", o.count, group(o.flops));
     }
-    println!("FLOPs     {} total (a multiply-add counts 2)", group(f.flops));
-    println!("params    {} elements, {} bytes", group(f.parameters), group(f.parameter_bytes));
+    println!(
+        "FLOPs     {} total (a multiply-add counts 2)",
+        group(f.flops)
+    );
+    println!(
+        "params    {} elements, {} bytes",
+        group(f.parameters),
+        group(f.parameter_bytes)
+    );
 }
 
 /// 1234567 → "1,234,567".
@@ -158,7 +173,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

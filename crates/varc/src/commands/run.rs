@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
-use varc::{LoadedModel, load, manifest_tolerance, parse_dims, sibling_file};
+use varc::{LoadedModel, load, load_for_inputs, manifest_tolerance, parse_dims, sibling_file};
 use varc_ir::Tensor;
 use varc_runtime::{compare, read_tensors, write_tensors};
 
@@ -46,23 +46,38 @@ pub struct RunArgs {
 }
 
 fn parse_tolerance(s: &str) -> Result<(f64, f64), String> {
-    let (r, a) = s.split_once(',').ok_or("expected RTOL,ATOL, e.g. 1e-4,1e-5")?;
+    let (r, a) = s
+        .split_once(',')
+        .ok_or("expected RTOL,ATOL, e.g. 1e-4,1e-5")?;
     let p = |x: &str| x.trim().parse::<f64>().map_err(|e| format!("'{x}': {e}"));
     Ok((p(r)?, p(a)?))
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let dims = parse_dims(&args.dims)?;
+    let shipped = sibling_file(&args.model, "inputs");
+    let input_file = args.inputs.clone().or(shipped.clone());
     let t0 = Instant::now();
-    let model = load(&args.model, &dims).with_context(|| format!("loading {}", args.model.display()))?;
+    let (model, inputs, source) = match &input_file {
+        Some(p) => {
+            let inputs = read_tensors(p)?;
+            let model = load_for_inputs(&args.model, &dims, &inputs)
+                .with_context(|| format!("loading {}", args.model.display()))?;
+            let source = match &args.inputs {
+                Some(_) => p.display().to_string(),
+                None => format!("shipped inputs {}", p.display()),
+            };
+            (model, inputs, source)
+        }
+        None => {
+            let model = load(&args.model, &dims)
+                .with_context(|| format!("loading {}", args.model.display()))?;
+            let inputs = model.random_inputs(args.seed)?;
+            (model, inputs, format!("random inputs (seed {})", args.seed))
+        }
+    };
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
 
-    let shipped = sibling_file(&args.model, "inputs");
-    let (inputs, source) = match (&args.inputs, &shipped) {
-        (Some(p), _) => (read_tensors(p)?, p.display().to_string()),
-        (None, Some(p)) => (read_tensors(p)?, format!("shipped inputs {}", p.display())),
-        (None, None) => (model.random_inputs(args.seed)?, format!("random inputs (seed {})", args.seed)),
-    };
     let expect = match (&args.expect, &args.inputs) {
         (Some(p), _) => Some(p.clone()),
         (None, None) if shipped.is_some() => sibling_file(&args.model, "outputs"),
@@ -85,7 +100,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         write_tensors(out, &outputs)?;
         println!("wrote {}", out.display());
     }
-    let Some(expect) = expect else { return Ok(ExitCode::SUCCESS) };
+    let Some(expect) = expect else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let tol = args
         .tolerance
         .or_else(|| manifest_tolerance(&args.model))
@@ -93,15 +110,28 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     check(&model, &outputs, &expect, tol)
 }
 
-fn check(model: &LoadedModel, outputs: &[(String, Tensor)], expect: &PathBuf, (rtol, atol): (f64, f64)) -> Result<ExitCode> {
+fn check(
+    model: &LoadedModel,
+    outputs: &[(String, Tensor)],
+    expect: &std::path::Path,
+    (rtol, atol): (f64, f64),
+) -> Result<ExitCode> {
     let wanted = read_tensors(expect)?;
-    println!("check against {} (|got-want| <= {atol:e} + {rtol:e}*|want|)", expect.display());
+    println!(
+        "check against {} (|got-want| <= {atol:e} + {rtol:e}*|want|)",
+        expect.display()
+    );
     let mut all_ok = true;
     for (name, got) in outputs {
         let Some((_, want)) = wanted.iter().find(|(n, _)| n == name) else {
-            bail!("{} has no tensor '{name}' (model outputs: {})", expect.display(), model.output_names().join(", "));
+            bail!(
+                "{} has no tensor '{name}' (model outputs: {})",
+                expect.display(),
+                model.output_names().join(", ")
+            );
         };
-        let a = compare(got, want, rtol, atol).map_err(|e| anyhow::anyhow!("output '{name}': {e}"))?;
+        let a =
+            compare(got, want, rtol, atol).map_err(|e| anyhow::anyhow!("output '{name}': {e}"))?;
         all_ok &= a.passed();
         println!(
             "  {name}: {}  max abs {:.3e}  max rel {:.3e}  ({} of {} outside tolerance)",
@@ -112,7 +142,11 @@ fn check(model: &LoadedModel, outputs: &[(String, Tensor)], expect: &PathBuf, (r
             a.count
         );
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn summarize(name: &str, t: &Tensor) -> String {
@@ -124,7 +158,11 @@ fn summarize(name: &str, t: &Tensor) -> String {
         hi = hi.max(x);
         sum += x;
     }
-    let mean = if v.is_empty() { 0.0 } else { sum / v.len() as f64 };
+    let mean = if v.is_empty() {
+        0.0
+    } else {
+        sum / v.len() as f64
+    };
     format!(
         "{name}: {}{:?}  min {lo:.4}  max {hi:.4}  mean {mean:.4}  [{}{}]",
         t.dtype(),
