@@ -14,6 +14,7 @@ pub mod error;
 pub mod graph;
 pub mod infer;
 pub mod kernel;
+pub mod lower;
 pub mod op;
 pub mod print;
 pub mod resample;

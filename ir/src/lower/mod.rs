@@ -1,0 +1,384 @@
+//! Lowering: graph IR → kernel IR. Each ONNX op's semantics for the compiled
+//! backends are written here, once (the reference interpreter keeps its own,
+//! independent implementation over the graph IR: the two paths check each
+//! other).
+//!
+//! Values live in buffers seen through [`View`]s (shape, element strides,
+//! offset), so Reshape of contiguous data, Transpose, Expand, Squeeze,
+//! Unsqueeze, Slice and Identity cost no kernel: a consumer simply loads
+//! through the view. An op that computes something appends kernels to the
+//! [`Program`] through a [`Cx`].
+//!
+//! Every value must have a static type: lowering runs after
+//! [`crate::infer::infer_types`] (with every symbolic dim bound).
+
+mod elementwise;
+mod movement;
+mod nn;
+mod reduce;
+
+use crate::dtype::DType;
+use crate::graph::{Graph, NodeId, TypeInfo, ValueRef};
+use crate::kernel::{Access, Affine, BufId, BufKind, Buffer, Expr, Kernel, Program, Var};
+use crate::op::Op;
+use crate::tensor::Tensor;
+use crate::{IrError, Node};
+use std::collections::HashMap;
+
+/// A buffer seen as a tensor: element `[i0, .., in]` lives at
+/// `offset + Σ strides[d]·i_d` (strides may be 0 for broadcast dims).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub buf: BufId,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub strides: Vec<i64>,
+    pub offset: i64,
+}
+
+impl View {
+    /// A whole buffer, row-major.
+    pub fn contiguous(buf: BufId, dtype: DType, shape: &[usize]) -> View {
+        View {
+            buf,
+            dtype,
+            shape: shape.to_vec(),
+            strides: crate::shape::strides(shape).into_iter().map(|s| s as i64).collect(),
+            offset: 0,
+        }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the view is plain row-major storage from its offset (dims of
+    /// extent 1 may have any stride).
+    pub fn is_contiguous(&self) -> bool {
+        let want = crate::shape::strides(&self.shape);
+        self.shape
+            .iter()
+            .zip(&self.strides)
+            .zip(&want)
+            .all(|((&n, &s), &w)| n == 1 || s == w as i64)
+    }
+
+    /// The address of element `idx` (one affine index per dim).
+    pub fn address(&self, idx: &[Affine]) -> Affine {
+        let mut a = Affine::constant(self.offset);
+        for ((ix, &s), &n) in idx.iter().zip(&self.strides).zip(&self.shape) {
+            if n == 1 || s == 0 {
+                continue;
+            }
+            a.offset += ix.offset * s;
+            for &(v, c) in &ix.terms {
+                add_term(&mut a, v, c * s);
+            }
+        }
+        a
+    }
+
+    /// Loads element `idx`.
+    pub fn load(&self, idx: &[Affine]) -> Expr {
+        Expr::load(self.buf, self.address(idx))
+    }
+
+    /// Loads the element that broadcasts to point `Out(0..rank)` of a domain
+    /// of shape `out` (numpy rules: leading dims missing, size-1 dims
+    /// repeated).
+    pub fn load_broadcast(&self, out: &[usize]) -> Expr {
+        let lead = out.len() - self.shape.len();
+        let idx: Vec<Affine> = (0..self.shape.len()).map(|d| var(Var::Out(lead + d))).collect();
+        self.load(&idx)
+    }
+}
+
+/// `1·v`.
+pub fn var(v: Var) -> Affine {
+    Affine {
+        offset: 0,
+        terms: vec![(v, 1)],
+    }
+}
+
+fn add_term(a: &mut Affine, v: Var, c: i64) {
+    if c == 0 {
+        return;
+    }
+    match a.terms.iter_mut().find(|(w, _)| *w == v) {
+        Some(t) => t.1 += c,
+        None => a.terms.push((v, c)),
+    }
+    a.terms.retain(|(_, c)| *c != 0);
+}
+
+/// Per-domain-axis index `Out(d)` for d in 0..rank.
+pub fn out_index(rank: usize) -> Vec<Affine> {
+    (0..rank).map(|d| var(Var::Out(d))).collect()
+}
+
+/// What an op lowering can ask for and add.
+pub struct Cx<'a> {
+    pub program: &'a mut Program,
+    /// The node being lowered (for names and errors).
+    pub node: &'a Node,
+    next_red: &'a mut usize,
+    graph: &'a Graph,
+    consts: &'a HashMap<ValueRef, Tensor>,
+}
+
+impl Cx<'_> {
+    /// A fresh scratch buffer, viewed row-major.
+    pub fn temp(&mut self, dtype: DType, shape: &[usize]) -> View {
+        let n = self.program.buffers.len();
+        let id = self.program.add_buffer(Buffer {
+            name: format!("t{n}"),
+            dtype,
+            shape: shape.to_vec(),
+            kind: BufKind::Temp,
+        });
+        View::contiguous(id, dtype, shape)
+    }
+
+    /// A read-only buffer holding `t`.
+    pub fn weight(&mut self, name: &str, t: Tensor) -> View {
+        let n = self.program.buffers.len();
+        let (dtype, shape) = (t.dtype(), t.shape().to_vec());
+        let id = self.program.add_buffer(Buffer {
+            name: format!("w{n}_{}", sanitize(name)),
+            dtype,
+            shape: shape.clone(),
+            kind: BufKind::Weight(t),
+        });
+        View::contiguous(id, dtype, &shape)
+    }
+
+    /// The compile-time value of operand `slot`, when it has one.
+    pub fn const_input(&self, slot: usize) -> Option<&Tensor> {
+        let v = (*self.node.inputs.get(slot)?)?;
+        self.graph.const_value(v).or_else(|| self.consts.get(&v))
+    }
+
+    /// A reduction variable id unique in the program.
+    pub fn red(&mut self) -> usize {
+        *self.next_red += 1;
+        *self.next_red
+    }
+
+    /// Appends a kernel writing `value` at every point of `out`'s shape,
+    /// stored row-major into `out`.
+    pub fn emit(&mut self, out: &View, value: Expr) {
+        let store = Access {
+            buf: out.buf,
+            index: out.address(&out_index(out.shape.len())),
+            gathers: vec![],
+        };
+        self.emit_kernel(out.shape.clone(), store, value);
+    }
+
+    pub fn emit_kernel(&mut self, domain: Vec<usize>, store: Access, value: Expr) {
+        let name = format!("{}:{}", self.node.name, self.node.op.kind());
+        self.program.kernels.push(Kernel {
+            name,
+            domain,
+            store,
+            value,
+        });
+    }
+
+    /// Copies `v` into a fresh contiguous buffer (when it is not already one).
+    pub fn materialize(&mut self, v: &View) -> View {
+        if v.is_contiguous() && v.offset == 0 && self.program.buffer(v.buf).len() == v.numel() {
+            return v.clone();
+        }
+        let out = self.temp(v.dtype, &v.shape);
+        let value = v.load(&out_index(v.shape.len()));
+        self.emit(&out, value);
+        out
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(40)
+        .collect()
+}
+
+/// Static shape of a typed value.
+pub fn known_shape(t: &TypeInfo) -> Result<Vec<usize>, String> {
+    t.shape
+        .as_known()
+        .ok_or_else(|| format!("shape {} is not static: bind its symbolic dims (--dim NAME=VALUE)", t.shape))
+}
+
+/// Lowers a fully typed graph to a kernel program.
+pub fn lower(graph: &Graph, consts: &HashMap<ValueRef, Tensor>) -> Result<Program, IrError> {
+    let mut program = Program::default();
+    let mut values: HashMap<ValueRef, View> = HashMap::new();
+    let mut next_red = 0usize;
+
+    for (i, &id) in graph.inputs.iter().enumerate() {
+        let node = graph.node(id);
+        let ty = node.outputs[0].ty.as_ref().ok_or_else(|| node.error("graph input has no type"))?;
+        let shape = known_shape(ty).map_err(|e| node.error(e))?;
+        let buf = program.add_buffer(Buffer {
+            name: sanitize(&node.outputs[0].name),
+            dtype: ty.dtype,
+            shape: shape.clone(),
+            kind: BufKind::Input(i),
+        });
+        program.inputs.push(buf);
+        values.insert(ValueRef { node: id, slot: 0 }, View::contiguous(buf, ty.dtype, &shape));
+    }
+
+    for id in graph.topo_order()? {
+        let node = graph.node(id);
+        if matches!(node.op, Op::Input) {
+            continue;
+        }
+        let at = |slot| ValueRef { node: id, slot };
+        // Values known at compile time become weights, whatever computed them.
+        if let Some(t) = const_output(graph, consts, id) {
+            if node.outputs.len() == 1 {
+                let n = program.buffers.len();
+                let buf = program.add_buffer(Buffer {
+                    name: format!("w{n}_{}", sanitize(&node.outputs[0].name)),
+                    dtype: t.dtype(),
+                    shape: t.shape().to_vec(),
+                    kind: BufKind::Weight(t.clone()),
+                });
+                values.insert(at(0), View::contiguous(buf, t.dtype(), t.shape()));
+                continue;
+            }
+        }
+        let ins: Vec<Option<View>> = node
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                None => Ok(None),
+                Some(v) => values
+                    .get(v)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| node.error(format!("input {i} has not been lowered"))),
+            })
+            .collect::<Result<_, IrError>>()?;
+        let outs: Vec<TypeInfo> = node
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(slot, o)| {
+                o.ty.clone()
+                    .ok_or_else(|| node.error(format!("output {slot} ('{}') has no static type", o.name)))
+            })
+            .collect::<Result<_, IrError>>()?;
+        let mut cx = Cx {
+            program: &mut program,
+            node,
+            next_red: &mut next_red,
+            graph,
+            consts,
+        };
+        let views = lower_node(&mut cx, &ins, &outs).map_err(|e| node.error(e))?;
+        for (slot, v) in views.into_iter().enumerate() {
+            values.insert(at(slot), v);
+        }
+    }
+
+    // Outputs: a fresh Output buffer each, filled by a copy kernel (a later
+    // pass lets the producing kernel store there directly).
+    for (i, &v) in graph.outputs.iter().enumerate() {
+        let node = graph.node(v.node);
+        let view = values
+            .get(&v)
+            .cloned()
+            .ok_or_else(|| node.error(format!("output '{}' was not lowered", graph.value(v).name)))?;
+        let buf = program.add_buffer(Buffer {
+            name: sanitize(&graph.value(v).name),
+            dtype: view.dtype,
+            shape: view.shape.clone(),
+            kind: BufKind::Output(i),
+        });
+        program.outputs.push(buf);
+        let out = View::contiguous(buf, view.dtype, &view.shape);
+        let value = view.load(&out_index(view.shape.len()));
+        program.kernels.push(Kernel {
+            name: format!("output:{}", graph.value(v).name),
+            domain: view.shape.clone(),
+            store: Access {
+                buf,
+                index: out.address(&out_index(out.shape.len())),
+                gathers: vec![],
+            },
+            value,
+        });
+    }
+    Ok(program)
+}
+
+fn const_output<'a>(graph: &'a Graph, consts: &'a HashMap<ValueRef, Tensor>, id: NodeId) -> Option<&'a Tensor> {
+    let v = ValueRef { node: id, slot: 0 };
+    graph.const_value(v).or_else(|| consts.get(&v))
+}
+
+/// Dispatches one node to its op's lowering; returns one view per output.
+fn lower_node(cx: &mut Cx, ins: &[Option<View>], outs: &[TypeInfo]) -> Result<Vec<View>, String> {
+    let op = cx.node.op.clone();
+    match &op {
+        Op::Input | Op::Const(_) => unreachable!("handled by the driver"),
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Variadic(_)
+        | Op::Clip
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::CastLike
+        | Op::Gelu { .. }
+        | Op::LeakyRelu { .. }
+        | Op::HardSigmoid { .. } => elementwise::lower(cx, &op, ins, outs),
+        Op::Identity
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Flatten { .. }
+        | Op::Expand
+        | Op::Tile
+        | Op::Pad { .. }
+        | Op::Shape { .. }
+        | Op::Size
+        | Op::ConstantOfShape { .. }
+        | Op::Range
+        | Op::Gather { .. }
+        | Op::GatherElements { .. }
+        | Op::GatherND { .. }
+        | Op::Trilu { .. } => movement::lower(cx, &op, ins, outs),
+        Op::Softmax { .. }
+        | Op::Reduce { .. }
+        | Op::ArgReduce { .. }
+        | Op::CumSum { .. }
+        | Op::LayerNorm { .. }
+        | Op::RmsNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::GroupNorm { .. } => reduce::lower(cx, &op, ins, outs),
+        Op::MatMul
+        | Op::Gemm { .. }
+        | Op::Attention(_)
+        | Op::Conv { .. }
+        | Op::AveragePool { .. }
+        | Op::MaxPool { .. }
+        | Op::GlobalAveragePool
+        | Op::GlobalMaxPool
+        | Op::Resize(_) => nn::lower(cx, &op, ins, outs),
+    }
+}
+
+/// Operand `i`, which the op requires.
+pub fn input<'v>(ins: &'v [Option<View>], i: usize) -> Result<&'v View, String> {
+    ins.get(i).and_then(|v| v.as_ref()).ok_or_else(|| format!("missing input {i}"))
+}
