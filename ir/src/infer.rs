@@ -56,7 +56,17 @@ pub struct InferResult {
     /// Nodes whose output types could not be inferred statically (only from
     /// [`infer_types_partial`]): the node and why — a shape that depends on
     /// a run-time value, or an operand of unknown type.
-    pub unknown: Vec<(NodeId, String)>,
+    pub unknown: Vec<Unknown>,
+}
+
+/// A node [`infer_types_partial`] could not type statically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown {
+    pub node: NodeId,
+    /// The operand whose run-time value the output shape depends on (None:
+    /// an operand's own type was unknown).
+    pub needs_input: Option<usize>,
+    pub reason: String,
 }
 
 /// Largest total input (and output) element count a node may have to be folded.
@@ -127,7 +137,7 @@ struct State<'g> {
     folded: HashMap<ValueRef, Tensor>,
     vals: HashMap<ValueRef, Vec<SymInt>>,
     partial: bool,
-    unknown: Vec<(NodeId, String)>,
+    unknown: Vec<Unknown>,
 }
 
 impl<'g> State<'g> {
@@ -155,15 +165,22 @@ impl<'g> State<'g> {
                     .flatten()
                     .any(|v| !self.types.contains_key(v));
                 if untyped {
-                    self.unknown
-                        .push((id, "an operand's type is not known statically".into()));
+                    self.unknown.push(Unknown {
+                        node: id,
+                        needs_input: None,
+                        reason: "an operand's type is not known statically".into(),
+                    });
                     return Ok(());
                 }
             }
             let ctx = self.ctx(node)?;
             let outs = match infer_outputs(&ctx, &declared) {
-                Err((RuleErrorKind::NeedsValue, e)) if self.partial => {
-                    self.unknown.push((id, e.to_string()));
+                Err((RuleErrorKind::NeedsValue(slot), e)) if self.partial => {
+                    self.unknown.push(Unknown {
+                        node: id,
+                        needs_input: Some(slot),
+                        reason: e.to_string(),
+                    });
                     return Ok(());
                 }
                 other => other.map_err(|(_, e)| e)?,
@@ -273,7 +290,7 @@ fn fold(
 /// Whether a failed rule needs a run-time value or found the node ill-typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RuleErrorKind {
-    NeedsValue,
+    NeedsValue(usize),
     Invalid,
 }
 
@@ -285,7 +302,7 @@ fn infer_outputs(
     let node = ctx.node;
     let mut outs = rules::infer_node(ctx).map_err(|e| {
         let kind = match e {
-            rules::RuleError::NeedsValue(_) => RuleErrorKind::NeedsValue,
+            rules::RuleError::NeedsValue(slot) => RuleErrorKind::NeedsValue(slot),
             rules::RuleError::Invalid(_) => RuleErrorKind::Invalid,
         };
         (kind, node.error(e.message()))

@@ -141,6 +141,17 @@ impl TensorData {
         }
     }
 
+    /// Address of the first element, for handing the storage to compiled
+    /// kernels (bool is one byte 0/1, as kernels store it).
+    pub fn as_ptr(&self) -> *const u8 {
+        each_variant!(self, v => v.as_ptr().cast::<u8>())
+    }
+
+    /// Mutable address of the first element (see [`TensorData::as_ptr`]).
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        each_variant!(self, v => v.as_mut_ptr().cast::<u8>())
+    }
+
     /// Little-endian bytes of every element (bool as one byte 0/1).
     pub fn to_le_bytes(&self) -> Vec<u8> {
         match self {
@@ -267,6 +278,11 @@ impl Tensor {
 
     pub fn data(&self) -> &TensorData {
         &self.data
+    }
+
+    /// Mutable address of the first element, for compiled kernels to write.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.data.as_mut_ptr()
     }
 
     pub fn into_data(self) -> TensorData {

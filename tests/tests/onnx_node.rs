@@ -1,11 +1,11 @@
-//! The ONNX backend node tests through the reference interpreter.
+//! The ONNX backend node tests through each backend.
 //!
 //! scripts/test.sh generates the cases (the onnx pip package builds them;
-//! see tests/onnx_node/generate.py). tests/onnx_node/expected.txt is the
-//! checked-in verdict for every case in scope: `pass NAME`, or
+//! see tests/onnx_node/generate.py). tests/onnx_node/expected-<backend>.txt
+//! is the checked-in verdict for every case in scope: `pass NAME`, or
 //! `fail NAME  REASON`. A listed pass that fails is a regression and fails
-//! this test; a listed failure that now passes is reported so the list can be
-//! updated. `VARC_BLESS=1` rewrites the list from the current results.
+//! the test; a listed failure that now passes is reported so the list can be
+//! updated. `VARC_BLESS=1` rewrites the lists from the current results.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -102,14 +102,37 @@ fn read_pb(path: &Path) -> Result<Tensor, String> {
     varc_onnx::decode_tensor(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Reference,
+    Cpu,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Reference => "reference",
+            Backend::Cpu => "cpu",
+        }
+    }
+}
+
 /// Runs one case; Err carries the reason it fails.
-fn run_case(dir: &Path, c: &Case) -> Result<(), String> {
+///
+/// The compiled backend needs static shapes. Where a case passes a
+/// shape-determining operand (Reshape's shape, Resize's sizes, Reduce's
+/// axes, ...) as a graph input, that input is fixed to the case's value and
+/// compiled as a constant — what a static compiler does with such a model
+/// (`varc::load_specialized`). Nothing else is folded, so every computed
+/// value still comes from the compiled code.
+fn run_case(dir: &Path, c: &Case, backend: Backend) -> Result<(), String> {
     if let Some(why) = &c.unwritable {
         return Err(format!("test data is not plain tensors ({why})"));
     }
     let case_dir = dir.join(&c.name);
-    let model = varc::load(&case_dir.join("model.onnx"), &Default::default())
-        .map_err(|e| format!("{e:#}"))?;
+    let path = case_dir.join("model.onnx");
+    let err = |e: anyhow::Error| format!("{e:#}");
+    let model = varc::load(&path, &Default::default()).map_err(err)?;
     let input_names: Vec<String> = model.inputs().into_iter().map(|(n, _)| n).collect();
     for k in 0..c.data_sets.unwrap_or(0) {
         let set = case_dir.join(format!("test_data_set_{k}"));
@@ -118,7 +141,29 @@ fn run_case(dir: &Path, c: &Case) -> Result<(), String> {
             .enumerate()
             .map(|(i, n)| Ok((n.clone(), read_pb(&set.join(format!("input_{i}.pb")))?)))
             .collect::<Result<Vec<_>, String>>()?;
-        let got = model.run_reference(&inputs).map_err(|e| format!("{e:#}"))?;
+        let got = match backend {
+            Backend::Reference => model.run_reference(&inputs).map_err(err)?,
+            Backend::Cpu => {
+                let mut fixed: Vec<String> = Vec::new();
+                let mut m =
+                    varc::load_for_inputs(&path, &Default::default(), &inputs).map_err(err)?;
+                for _ in 0..4 {
+                    let more = varc::shape_inputs(&m);
+                    if more.is_empty() {
+                        break;
+                    }
+                    fixed.extend(more);
+                    m = varc::load_specialized(&path, &Default::default(), &inputs, &fixed)
+                        .map_err(err)?;
+                }
+                let rest: Vec<_> = inputs
+                    .iter()
+                    .filter(|(n, _)| !fixed.contains(n))
+                    .cloned()
+                    .collect();
+                m.compile_host().map_err(err)?.run(&rest).map_err(err)?
+            }
+        };
         for (i, (name, g)) in got.iter().enumerate() {
             let want = read_pb(&set.join(format!("output_{i}.pb")))?;
             let a = varc_runtime::compare(g, &want, c.rtol, c.atol)
@@ -144,7 +189,16 @@ fn one_line(s: &str) -> String {
 }
 
 #[test]
-fn onnx_node_tests_match_expected_list() {
+fn onnx_node_tests_on_reference_backend() {
+    run_suite(Backend::Reference);
+}
+
+#[test]
+fn onnx_node_tests_on_cpu_backend() {
+    run_suite(Backend::Cpu);
+}
+
+fn run_suite(backend: Backend) {
     let dir = node_cases_dir();
     let index_path = dir.join("index.json");
     let text = std::fs::read_to_string(&index_path).unwrap_or_else(|e| {
@@ -154,7 +208,7 @@ fn onnx_node_tests_match_expected_list() {
         )
     });
     let index: Index = serde_json::from_str(&text).expect("index.json parses");
-    let list_path = root().join("tests/onnx_node/expected.txt");
+    let list_path = root().join(format!("tests/onnx_node/expected-{}.txt", backend.name()));
     let expected: BTreeMap<String, (bool, String)> = std::fs::read_to_string(&list_path)
         .unwrap_or_default()
         .lines()
@@ -175,15 +229,16 @@ fn onnx_node_tests_match_expected_list() {
 
     let mut results: BTreeMap<String, Result<(), String>> = BTreeMap::new();
     for c in index.cases.iter().filter(|c| in_scope(c)) {
-        let r = std::panic::catch_unwind(|| run_case(&dir, c))
+        let r = std::panic::catch_unwind(|| run_case(&dir, c, backend))
             .unwrap_or_else(|_| Err("PANIC (a bug: bad input must give an error)".into()));
         results.insert(c.name.clone(), r);
     }
 
     let passed = results.values().filter(|r| r.is_ok()).count();
     println!(
-        "ONNX node tests (onnx {}): {passed} of {} in-scope cases pass",
+        "ONNX node tests (onnx {}) on the {} backend: {passed} of {} in-scope cases pass",
         index.onnx_version,
+        backend.name(),
         results.len()
     );
     let mut failing_ops: BTreeMap<&str, usize> = BTreeMap::new();
@@ -200,7 +255,7 @@ fn onnx_node_tests_match_expected_list() {
 
     if std::env::var_os("VARC_BLESS").is_some() {
         let mut out = String::from(
-            "# ONNX backend node tests through the reference interpreter: one line per in-scope case\n\
+            "# ONNX backend node tests through one backend: one line per in-scope case\n\
              # (every op of the case is in the claimed op list). `pass NAME` or `fail NAME  REASON`.\n\
              # Regenerate with VARC_BLESS=1 cargo test -p varc-tests --test onnx_node (then review the diff).\n",
         );

@@ -2,7 +2,13 @@
 //!
 //! This facade is what the CLI and embedding programs use: load a model
 //! (decode → import → verify → infer types with symbolic dims bound), then
-//! run it. Today the only backend is the reference interpreter.
+//! compile it for the host CPU ([`LoadedModel::compile_host`]) or for a
+//! cross target, and run it — or run the reference interpreter.
+
+mod compile;
+
+pub use compile::Executable;
+pub use varc_backend_cpu::Target;
 
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, HashMap};
@@ -91,6 +97,61 @@ pub fn bind_from_inputs(
         }
     }
     Ok(bound)
+}
+
+/// Loads a model with some graph inputs fixed to the given values (they
+/// become constants), binding the remaining inputs' symbolic dims from
+/// `inputs`. Static compilers need this for models whose shapes depend on an
+/// input's value (axes, sizes, scales passed as inputs).
+pub fn load_specialized(
+    path: &Path,
+    dims: &BTreeMap<String, usize>,
+    inputs: &[(String, Tensor)],
+    fixed: &[String],
+) -> Result<LoadedModel> {
+    let mut model = varc_onnx::load_model(path)?;
+    let mut bound = bind_from_inputs(&model.graph, inputs)?;
+    bound.extend(dims.iter().map(|(k, v)| (k.clone(), *v)));
+    let g = &mut model.graph;
+    for name in fixed {
+        let id = g
+            .inputs
+            .iter()
+            .copied()
+            .find(|&id| g.node(id).outputs[0].name == *name)
+            .with_context(|| format!("'{name}' is not an input of the model"))?;
+        let (_, t) = inputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .with_context(|| format!("no value given for input '{name}'"))?;
+        let old = varc_ir::ValueRef { node: id, slot: 0 };
+        let new = g.add_const(name.clone(), t.clone());
+        g.replace_uses(old, new);
+        g.remove_node(id);
+    }
+    prepare(path, model, &bound)
+}
+
+/// Graph inputs whose run-time values the static shapes depend on.
+pub fn shape_inputs(model: &LoadedModel) -> Vec<String> {
+    let g = model.graph();
+    let mut names: Vec<String> = model
+        .inferred
+        .unknown
+        .iter()
+        .filter_map(|u| {
+            let v = g
+                .node(u.node)
+                .inputs
+                .get(u.needs_input?)
+                .copied()
+                .flatten()?;
+            matches!(g.node(v.node).op, Op::Input).then(|| g.value(v).name.clone())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn prepare(

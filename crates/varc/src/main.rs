@@ -6,18 +6,25 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// varc compiles ONNX models of coarse-to-fine image generators (VAR,
-/// FlowAR) to native kernels. Today it imports, checks, inspects and runs
-/// models on the reference interpreter.
+/// FlowAR) to native kernels (Cranelift; x86-64 and aarch64).
+///
+/// `varc MODEL.onnx` compiles the model for this machine and runs it once on
+/// its shipped inputs (or seeded random ones), printing compile time, run
+/// time and the agreement with the shipped golden outputs.
 #[derive(Parser)]
-#[command(name = "varc", version, about, long_about = None)]
+#[command(name = "varc", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 #[command(after_help = "Examples:\n  \
-    varc run models/minvar_dyn18.onnx            run on the shipped inputs, check the goldens\n  \
+    varc models/var_tf_dyn18.onnx                compile for this CPU, run, check the goldens\n  \
+    varc run models/minvar_dyn18.onnx --backend reference\n  \
+    varc run m.onnx --target aarch64-unknown-linux-gnu --emit asm\n  \
     varc run m.onnx --inputs in.npz --output out.safetensors\n  \
     varc inspect m.onnx --dim batch=2            shapes, op histogram, FLOPs, parameters\n  \
     varc inspect m.onnx --dot m.dot && dot -Tsvg m.dot > m.svg")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// The model for the main job (compile for this machine, run once).
+    model: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -26,13 +33,22 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Print what a model contains: opsets, inputs/outputs, ops, FLOPs, parameters.
     Inspect(commands::inspect::InspectArgs),
+    /// Compile once, then time repeated runs (min/median/max, GFLOP/s).
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run(args) => commands::run::run(args),
-        Command::Inspect(args) => commands::inspect::inspect(args),
+    let result = match (cli.command, cli.model) {
+        (Some(Command::Run(args)), _) => commands::run::run(args),
+        (Some(Command::Inspect(args)), _) => commands::inspect::inspect(args),
+        (Some(Command::Bench(args)), _) => commands::bench::bench(args),
+        (None, Some(model)) => commands::run::run(commands::run::RunArgs::main_job(model)),
+        (None, None) => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            return ExitCode::from(2);
+        }
     };
     match result {
         Ok(code) => code,

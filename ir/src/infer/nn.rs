@@ -178,7 +178,20 @@ pub(super) fn attention(c: &Ctx, a: &AttentionAttrs, n_out: usize) -> R<Vec<Type
         if m.dtype != DType::Bool {
             same_dtype(q, m)?;
         }
-        broadcast(&m.shape, &Shape(scores.clone()))?;
+        // The mask's last dim may be shorter than the total key length: the
+        // spec pads it with -inf (false). Check the other dims broadcast.
+        let mut lead = m.shape.clone();
+        if let Some(last) = lead.0.last_mut() {
+            if let (Some(n), Some(total)) = (last.known(), d.total_len.known())
+                && n > total
+            {
+                return bad(format!(
+                    "attn_mask's last dim {n} exceeds the key length {total}"
+                ));
+            }
+            *last = Dim::Known(1);
+        }
+        broadcast(&lead, &Shape(scores.clone()))?;
     }
     let y = if d.four_d {
         vec![

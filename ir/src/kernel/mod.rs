@@ -18,6 +18,7 @@
 //! specification every code generator is tested against.
 
 pub mod eval;
+pub mod plan;
 mod print;
 
 pub use print::program_to_text;

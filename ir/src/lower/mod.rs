@@ -43,7 +43,10 @@ impl View {
             buf,
             dtype,
             shape: shape.to_vec(),
-            strides: crate::shape::strides(shape).into_iter().map(|s| s as i64).collect(),
+            strides: crate::shape::strides(shape)
+                .into_iter()
+                .map(|s| s as i64)
+                .collect(),
             offset: 0,
         }
     }
@@ -88,8 +91,126 @@ impl View {
     /// repeated).
     pub fn load_broadcast(&self, out: &[usize]) -> Expr {
         let lead = out.len() - self.shape.len();
-        let idx: Vec<Affine> = (0..self.shape.len()).map(|d| var(Var::Out(lead + d))).collect();
+        let idx: Vec<Affine> = (0..self.shape.len())
+            .map(|d| var(Var::Out(lead + d)))
+            .collect();
         self.load(&idx)
+    }
+}
+
+impl View {
+    /// The view with its axes reordered: axis `i` of the result is axis
+    /// `perm[i]` of `self` (ONNX Transpose).
+    pub fn permute(&self, perm: &[usize]) -> View {
+        View {
+            shape: perm.iter().map(|&p| self.shape[p]).collect(),
+            strides: perm.iter().map(|&p| self.strides[p]).collect(),
+            ..self.clone()
+        }
+    }
+
+    /// The view broadcast (numpy rules) to `shape`: missing leading dims and
+    /// size-1 dims that grow get stride 0. `shape` must be a valid broadcast
+    /// target.
+    pub fn broadcast_to(&self, shape: &[usize]) -> View {
+        let lead = shape.len() - self.shape.len();
+        let strides = (0..shape.len())
+            .map(|d| {
+                if d < lead || self.shape[d - lead] != shape[d] {
+                    0
+                } else {
+                    self.strides[d - lead]
+                }
+            })
+            .collect();
+        View {
+            shape: shape.to_vec(),
+            strides,
+            ..self.clone()
+        }
+    }
+
+    /// Every `step`-th element of `axis` (`step` may be negative), `count`
+    /// of them, starting at index `start`.
+    pub fn slice_axis(&self, axis: usize, start: usize, count: usize, step: i64) -> View {
+        let mut v = self.clone();
+        if count > 0 {
+            v.offset += start as i64 * self.strides[axis];
+        }
+        v.shape[axis] = count;
+        v.strides[axis] = if count > 1 {
+            self.strides[axis] * step
+        } else {
+            0
+        };
+        v
+    }
+
+    /// Elements `start..start + len` of `axis`.
+    pub fn narrow(&self, axis: usize, start: usize, len: usize) -> View {
+        self.slice_axis(axis, start, len, 1)
+    }
+
+    /// The same elements (row-major order) seen with `shape`, when that is
+    /// possible without copying (numpy's no-copy reshape rule); `None`
+    /// otherwise. `shape` must have the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Option<View> {
+        let row_major = |v: &View| View {
+            shape: shape.to_vec(),
+            strides: crate::shape::strides(shape)
+                .into_iter()
+                .map(|s| s as i64)
+                .collect(),
+            ..v.clone()
+        };
+        if self.numel() == 0 {
+            return Some(row_major(self));
+        }
+        if self.is_contiguous() {
+            return Some(row_major(self));
+        }
+        // Old dims without the 1s; grouped against new dims by products.
+        let (od, os): (Vec<usize>, Vec<i64>) = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .filter(|(n, _)| **n != 1)
+            .map(|(&n, &s)| (n, s))
+            .unzip();
+        let nd = shape;
+        let mut ns = vec![0i64; nd.len()];
+        let (mut oi, mut oj, mut ni, mut nj) = (0usize, 1usize, 0usize, 1usize);
+        while ni < nd.len() && oi < od.len() {
+            let mut np = nd[ni];
+            let mut op = od[oi];
+            while np != op {
+                if np < op {
+                    np *= *nd.get(nj)?;
+                    nj += 1;
+                } else {
+                    op *= *od.get(oj)?;
+                    oj += 1;
+                }
+            }
+            for ok in oi..oj - 1 {
+                if os[ok] != od[ok + 1] as i64 * os[ok + 1] {
+                    return None;
+                }
+            }
+            ns[nj - 1] = os[oj - 1];
+            for nk in (ni + 1..nj).rev() {
+                ns[nk - 1] = ns[nk] * nd[nk] as i64;
+            }
+            ni = nj;
+            nj += 1;
+            oi = oj;
+            oj += 1;
+        }
+        Some(View {
+            shape: shape.to_vec(),
+            strides: ns,
+            ..self.clone()
+        })
     }
 }
 
@@ -186,6 +307,16 @@ impl Cx<'_> {
         });
     }
 
+    /// `v` seen with `shape` (same element count): a view when the strides
+    /// allow it, else a contiguous copy seen with `shape`.
+    pub fn reshape(&mut self, v: &View, shape: &[usize]) -> View {
+        if let Some(r) = v.reshape(shape) {
+            return r;
+        }
+        let m = self.materialize(v);
+        m.reshape(shape).expect("a contiguous view reshapes")
+    }
+
     /// Copies `v` into a fresh contiguous buffer (when it is not already one).
     pub fn materialize(&mut self, v: &View) -> View {
         if v.is_contiguous() && v.offset == 0 && self.program.buffer(v.buf).len() == v.numel() {
@@ -207,9 +338,12 @@ fn sanitize(name: &str) -> String {
 
 /// Static shape of a typed value.
 pub fn known_shape(t: &TypeInfo) -> Result<Vec<usize>, String> {
-    t.shape
-        .as_known()
-        .ok_or_else(|| format!("shape {} is not static: bind its symbolic dims (--dim NAME=VALUE)", t.shape))
+    t.shape.as_known().ok_or_else(|| {
+        format!(
+            "shape {} is not static: bind its symbolic dims (--dim NAME=VALUE)",
+            t.shape
+        )
+    })
 }
 
 /// Lowers a fully typed graph to a kernel program.
@@ -220,7 +354,10 @@ pub fn lower(graph: &Graph, consts: &HashMap<ValueRef, Tensor>) -> Result<Progra
 
     for (i, &id) in graph.inputs.iter().enumerate() {
         let node = graph.node(id);
-        let ty = node.outputs[0].ty.as_ref().ok_or_else(|| node.error("graph input has no type"))?;
+        let ty = node.outputs[0]
+            .ty
+            .as_ref()
+            .ok_or_else(|| node.error("graph input has no type"))?;
         let shape = known_shape(ty).map_err(|e| node.error(e))?;
         let buf = program.add_buffer(Buffer {
             name: sanitize(&node.outputs[0].name),
@@ -229,7 +366,10 @@ pub fn lower(graph: &Graph, consts: &HashMap<ValueRef, Tensor>) -> Result<Progra
             kind: BufKind::Input(i),
         });
         program.inputs.push(buf);
-        values.insert(ValueRef { node: id, slot: 0 }, View::contiguous(buf, ty.dtype, &shape));
+        values.insert(
+            ValueRef { node: id, slot: 0 },
+            View::contiguous(buf, ty.dtype, &shape),
+        );
     }
 
     for id in graph.topo_order()? {
@@ -239,18 +379,18 @@ pub fn lower(graph: &Graph, consts: &HashMap<ValueRef, Tensor>) -> Result<Progra
         }
         let at = |slot| ValueRef { node: id, slot };
         // Values known at compile time become weights, whatever computed them.
-        if let Some(t) = const_output(graph, consts, id) {
-            if node.outputs.len() == 1 {
-                let n = program.buffers.len();
-                let buf = program.add_buffer(Buffer {
-                    name: format!("w{n}_{}", sanitize(&node.outputs[0].name)),
-                    dtype: t.dtype(),
-                    shape: t.shape().to_vec(),
-                    kind: BufKind::Weight(t.clone()),
-                });
-                values.insert(at(0), View::contiguous(buf, t.dtype(), t.shape()));
-                continue;
-            }
+        if let Some(t) = const_output(graph, consts, id)
+            && node.outputs.len() == 1
+        {
+            let n = program.buffers.len();
+            let buf = program.add_buffer(Buffer {
+                name: format!("w{n}_{}", sanitize(&node.outputs[0].name)),
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+                kind: BufKind::Weight(t.clone()),
+            });
+            values.insert(at(0), View::contiguous(buf, t.dtype(), t.shape()));
+            continue;
         }
         let ins: Vec<Option<View>> = node
             .inputs
@@ -270,8 +410,9 @@ pub fn lower(graph: &Graph, consts: &HashMap<ValueRef, Tensor>) -> Result<Progra
             .iter()
             .enumerate()
             .map(|(slot, o)| {
-                o.ty.clone()
-                    .ok_or_else(|| node.error(format!("output {slot} ('{}') has no static type", o.name)))
+                o.ty.clone().ok_or_else(|| {
+                    node.error(format!("output {slot} ('{}') has no static type", o.name))
+                })
             })
             .collect::<Result<_, IrError>>()?;
         let mut cx = Cx {
@@ -291,10 +432,9 @@ pub fn lower(graph: &Graph, consts: &HashMap<ValueRef, Tensor>) -> Result<Progra
     // pass lets the producing kernel store there directly).
     for (i, &v) in graph.outputs.iter().enumerate() {
         let node = graph.node(v.node);
-        let view = values
-            .get(&v)
-            .cloned()
-            .ok_or_else(|| node.error(format!("output '{}' was not lowered", graph.value(v).name)))?;
+        let view = values.get(&v).cloned().ok_or_else(|| {
+            node.error(format!("output '{}' was not lowered", graph.value(v).name))
+        })?;
         let buf = program.add_buffer(Buffer {
             name: sanitize(&graph.value(v).name),
             dtype: view.dtype,
@@ -318,7 +458,11 @@ pub fn lower(graph: &Graph, consts: &HashMap<ValueRef, Tensor>) -> Result<Progra
     Ok(program)
 }
 
-fn const_output<'a>(graph: &'a Graph, consts: &'a HashMap<ValueRef, Tensor>, id: NodeId) -> Option<&'a Tensor> {
+fn const_output<'a>(
+    graph: &'a Graph,
+    consts: &'a HashMap<ValueRef, Tensor>,
+    id: NodeId,
+) -> Option<&'a Tensor> {
     let v = ValueRef { node: id, slot: 0 };
     graph.const_value(v).or_else(|| consts.get(&v))
 }
@@ -379,6 +523,8 @@ fn lower_node(cx: &mut Cx, ins: &[Option<View>], outs: &[TypeInfo]) -> Result<Ve
 }
 
 /// Operand `i`, which the op requires.
-pub fn input<'v>(ins: &'v [Option<View>], i: usize) -> Result<&'v View, String> {
-    ins.get(i).and_then(|v| v.as_ref()).ok_or_else(|| format!("missing input {i}"))
+pub fn input(ins: &[Option<View>], i: usize) -> Result<&View, String> {
+    ins.get(i)
+        .and_then(|v| v.as_ref())
+        .ok_or_else(|| format!("missing input {i}"))
 }

@@ -25,6 +25,18 @@ pub struct InspectArgs {
     /// Print the whole graph IR as text.
     #[arg(long)]
     pub ir: bool,
+    /// Lower to kernels and print the memory plan: arena size, peak live
+    /// bytes, weight bytes.
+    #[arg(long)]
+    pub memory: bool,
+}
+
+#[derive(Serialize)]
+struct MemoryFacts {
+    kernels: usize,
+    arena_bytes: usize,
+    peak_live_bytes: usize,
+    weight_bytes: usize,
 }
 
 #[derive(Serialize)]
@@ -40,6 +52,8 @@ struct Facts {
     parameters: u64,
     parameter_bytes: u64,
     flops: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<MemoryFacts>,
 }
 
 #[derive(Serialize)]
@@ -59,7 +73,17 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let dims = parse_dims(&args.dims)?;
     let model =
         load(&args.model, &dims).with_context(|| format!("inspecting {}", args.model.display()))?;
-    let facts = gather(&args, &model);
+    let mut facts = gather(&args, &model);
+    if args.memory {
+        let program = model.lower()?;
+        let plan = varc_ir::kernel::plan::plan(&program);
+        facts.memory = Some(MemoryFacts {
+            kernels: program.kernels.len(),
+            arena_bytes: plan.arena_bytes,
+            peak_live_bytes: plan.peak_live_bytes,
+            weight_bytes: plan.weight_bytes,
+        });
+    }
     if let Some(dot) = &args.dot {
         std::fs::write(dot, varc_ir::print::to_dot(model.graph()))
             .with_context(|| format!("writing {}", dot.display()))?;
@@ -128,6 +152,7 @@ fn gather(args: &InspectArgs, m: &LoadedModel) -> Facts {
         parameters: parameters as u64,
         parameter_bytes: parameter_bytes as u64,
         flops,
+        memory: None,
     }
 }
 

@@ -6,13 +6,26 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 use varc::{LoadedModel, load, load_for_inputs, manifest_tolerance, parse_dims, sibling_file};
+use varc_backend_cpu::Target;
 use varc_ir::Tensor;
 use varc_runtime::{compare, read_tensors, write_tensors};
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
+    /// Native code for --target (Cranelift).
+    Compiled,
     /// The reference interpreter: slow, obviously correct.
     Reference,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// The kernel IR (target-independent loop nests).
+    Kernels,
+    /// Cranelift IR of every kernel.
+    Clif,
+    /// Machine code listing of every kernel.
+    Asm,
 }
 
 #[derive(Args)]
@@ -35,14 +48,43 @@ pub struct RunArgs {
     /// model's entry in models/manifest.json, else 1e-4,1e-5).
     #[arg(long, value_parser = parse_tolerance)]
     pub tolerance: Option<(f64, f64)>,
-    #[arg(long, value_enum, default_value = "reference")]
+    #[arg(long, value_enum, default_value = "compiled")]
     pub backend: Backend,
+    /// Target for the compiled backend: `host`, or a triple such as
+    /// aarch64-unknown-linux-gnu (cross targets compile only: use --emit).
+    #[arg(long, default_value = "host")]
+    pub target: String,
+    /// Write an intermediate form instead of running (to --emit-to or stdout).
+    #[arg(long, value_enum)]
+    pub emit: Option<Emit>,
+    /// File for --emit (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub emit_to: Option<PathBuf>,
     /// Bind a symbolic dimension, e.g. --dim batch=2 (repeatable).
     #[arg(long = "dim", value_name = "NAME=VALUE")]
     pub dims: Vec<String>,
     /// Seed for random inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+impl RunArgs {
+    /// `varc MODEL.onnx`: every option at its default.
+    pub fn main_job(model: PathBuf) -> RunArgs {
+        RunArgs {
+            model,
+            inputs: None,
+            output: None,
+            expect: None,
+            tolerance: None,
+            backend: Backend::Compiled,
+            target: "host".into(),
+            emit: None,
+            emit_to: None,
+            dims: vec![],
+            seed: 0,
+        }
+    }
 }
 
 fn parse_tolerance(s: &str) -> Result<(f64, f64), String> {
@@ -84,15 +126,41 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         _ => None,
     };
 
-    let t1 = Instant::now();
-    let outputs = match args.backend {
-        Backend::Reference => model.run_reference(&inputs)?,
-    };
-    let run_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let target = Target::parse(&args.target).map_err(anyhow::Error::msg)?;
+    if let Some(kind) = args.emit {
+        return emit(&model, &target, kind, args.emit_to.as_deref());
+    }
+    if args.backend == Backend::Compiled && target != Target::host() {
+        bail!(
+            "--target {} is not this machine: cross targets compile only (add --emit clif|asm)",
+            args.target
+        );
+    }
 
     println!("model   {}", args.model.display());
     println!("inputs  {source}");
-    println!("backend reference   load {load_ms:.1} ms   run {run_ms:.1} ms");
+    let outputs = match args.backend {
+        Backend::Reference => {
+            let t1 = Instant::now();
+            let outputs = model.run_reference(&inputs)?;
+            let run_ms = t1.elapsed().as_secs_f64() * 1e3;
+            println!("backend reference interpreter   load {load_ms:.1} ms   run {run_ms:.1} ms");
+            outputs
+        }
+        Backend::Compiled => {
+            let exe = model.compile_host()?;
+            let t1 = Instant::now();
+            let outputs = exe.run(&inputs)?;
+            let run_ms = t1.elapsed().as_secs_f64() * 1e3;
+            println!(
+                "backend cpu ({})   load {load_ms:.1} ms   compile {:.1} ms ({} kernels)   run {run_ms:.2} ms (1 thread)",
+                target.triple,
+                exe.compile_ms,
+                exe.program.kernels.len()
+            );
+            outputs
+        }
+    };
     for (name, t) in &outputs {
         println!("  {}", summarize(name, t));
     }
@@ -108,6 +176,41 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .or_else(|| manifest_tolerance(&args.model))
         .unwrap_or((1e-4, 1e-5));
     check(&model, &outputs, &expect, tol)
+}
+
+fn emit(
+    model: &LoadedModel,
+    target: &Target,
+    kind: Emit,
+    to: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let text = match kind {
+        Emit::Kernels => varc_ir::kernel::program_to_text(&model.lower()?),
+        Emit::Clif | Emit::Asm => {
+            let kernels = model.compile_for(target)?;
+            let mut out = String::new();
+            for k in kernels {
+                out.push_str(&format!(
+                    "; kernel {}  ({} bytes of code)\n",
+                    k.name, k.code_size
+                ));
+                match kind {
+                    Emit::Clif => out.push_str(&k.clif),
+                    _ => out.push_str(k.disasm.as_deref().unwrap_or("; (no listing)\n")),
+                }
+                out.push('\n');
+            }
+            out
+        }
+    };
+    match to {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(

@@ -1,0 +1,138 @@
+//! One kernel → one Cranelift function: the loop nest of its plan around
+//! the expression code, then the store.
+
+use crate::abi;
+use crate::expr::{Em, Point, R};
+use crate::math::Imports;
+use crate::plan::{LANES, Plan};
+use crate::{CodegenError, check, isa, plan};
+use cranelift_codegen::ir::{Function, UserFuncName};
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use std::collections::HashMap;
+use varc_ir::kernel::{Kernel, Program, Var};
+
+/// A kernel's function, not yet compiled.
+pub struct Built {
+    pub func: Function,
+    pub plan: Plan,
+}
+
+/// Builds the CLIF function for `k`.
+pub fn build(
+    p: &Program,
+    k: &Kernel,
+    isa: &dyn TargetIsa,
+    imports: &Imports,
+) -> Result<Built, CodegenError> {
+    let err = |e: String| CodegenError::kernel(&k.name, e);
+    check::validate(p, k).map_err(err)?;
+    let plan = plan::plan(p, k, isa::vector_registers(isa));
+    let sig = abi::kernel_signature(isa.default_call_conv());
+    let mut func = Function::with_name_signature(UserFuncName::user(0, 0), sig);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let (bufs, fail) = abi::begin(&mut b);
+    let mut used = k.reads();
+    used.push(k.store.buf);
+    let bases: HashMap<usize, _> = used
+        .iter()
+        .map(|id| (id.0, abi::load_base(&mut b, bufs, id.0)))
+        .collect();
+    let mut em = Em {
+        b,
+        p,
+        k,
+        bases,
+        fail,
+        fma: isa::has_fma(isa),
+        imports,
+        funcs: HashMap::new(),
+        extents: vec![],
+        lane: None,
+    };
+    if !k.domain.contains(&0) {
+        em.nest(plan).map_err(err)?;
+    }
+    abi::finish(&mut em.b, fail);
+    em.b.finalize(isa.frontend_config());
+    Ok(Built { func, plan })
+}
+
+impl Em<'_, '_> {
+    fn nest(&mut self, plan: Plan) -> R<()> {
+        let d = self.k.domain.len();
+        for (i, &n) in self.k.domain.iter().enumerate() {
+            self.extents.push((Var::Out(i), n));
+        }
+        let outer = match (plan.vector, plan.rows > 1) {
+            (false, _) => d,
+            (true, false) => d - 1,
+            (true, true) => d - 2,
+        };
+        self.outer(0, outer, Point::default(), plan)
+    }
+
+    fn outer(&mut self, axis: usize, outer: usize, pt: Point, plan: Plan) -> R<()> {
+        if axis == outer {
+            return self.inner(pt, plan);
+        }
+        let n = self.k.domain[axis] as i64;
+        self.for_range(0, n, 1, |em, iv| {
+            em.outer(axis + 1, outer, pt.with(Var::Out(axis), iv, 0), plan)
+        })
+    }
+
+    fn inner(&mut self, pt: Point, plan: Plan) -> R<()> {
+        if !plan.vector {
+            return self.points(&[pt], false);
+        }
+        if plan.rows == 1 {
+            return self.columns(&[pt], plan);
+        }
+        let r = Var::Out(self.k.domain.len() - 2);
+        let m = self.k.domain[self.k.domain.len() - 2] as i64;
+        let rows = plan.rows as i64;
+        let main = m - m % rows;
+        self.for_range(0, main, rows, |em, iv| {
+            let pts: Vec<Point> = (0..rows).map(|j| pt.with(r, iv, j)).collect();
+            em.columns(&pts, plan)
+        })?;
+        self.for_range(main, m, 1, |em, iv| em.columns(&[pt.with(r, iv, 0)], plan))
+    }
+
+    /// The innermost axis for a set of rows: blocks of `cols` vectors, then
+    /// single vectors, then a scalar tail.
+    fn columns(&mut self, rows: &[Point], plan: Plan) -> R<()> {
+        let v = Var::Out(self.k.domain.len() - 1);
+        let n = *self.k.domain.last().expect("vector kernels have an axis") as i64;
+        let lanes = LANES as i64;
+        let w = lanes * plan.cols as i64;
+        let main = n - n % w;
+        let at = |iv, cols: i64| -> Vec<Point> {
+            rows.iter()
+                .flat_map(|p| (0..cols).map(move |c| p.with(v, iv, c * lanes)))
+                .collect()
+        };
+        self.for_range(0, main, w, |em, iv| {
+            em.points(&at(iv, plan.cols as i64), true)
+        })?;
+        let vec_end = main + (n - main) / lanes * lanes;
+        self.for_range(main, vec_end, lanes, |em, iv| em.points(&at(iv, 1), true))?;
+        self.for_range(vec_end, n, 1, |em, iv| em.points(&at(iv, 1), false))
+    }
+
+    /// Computes and stores the kernel's value at `pts`.
+    fn points(&mut self, pts: &[Point], vector: bool) -> R<()> {
+        self.lane = vector.then(|| Var::Out(self.k.domain.len() - 1));
+        let k = self.k;
+        let vals = self.expr(&k.value, pts);
+        let r = vals.and_then(|vals| {
+            vals.into_iter()
+                .zip(pts)
+                .try_for_each(|(v, pt)| self.store(v, pt))
+        });
+        self.lane = None;
+        r
+    }
+}

@@ -1,0 +1,143 @@
+//! Compiling a loaded model for a CPU target, and running the result.
+
+use crate::LoadedModel;
+use anyhow::{Context, Result, bail};
+use std::sync::Mutex;
+use std::time::Instant;
+use varc_backend_cpu::{JitProgram, Target};
+use varc_ir::Tensor;
+use varc_ir::kernel::plan::{MemoryPlan, plan};
+use varc_ir::kernel::{BufKind, Program};
+use varc_runtime::NamedTensors;
+
+/// A model compiled to native code for this machine.
+pub struct Executable {
+    pub program: Program,
+    pub plan: MemoryPlan,
+    jit: JitProgram,
+    input_names: Vec<String>,
+    output_names: Vec<String>,
+    /// Scratch memory for temps, allocated once; a run holds the lock.
+    arena: Mutex<Vec<u128>>,
+    pub compile_ms: f64,
+}
+
+impl LoadedModel {
+    /// Lowers the model to kernel IR (all shapes must be static).
+    pub fn lower(&self) -> Result<Program> {
+        if let Some(u) = self.inferred.unknown.first() {
+            let (node, why) = (self.graph().node(u.node), &u.reason);
+            bail!(
+                "node '{}' ({}): {why}; the compiled backends need static shapes \
+                 (bind symbolic dims with --dim NAME=VALUE, or use --backend reference)",
+                node.name,
+                node.op.kind()
+            );
+        }
+        Ok(varc_ir::lower::lower(self.graph(), &self.inferred.consts)?)
+    }
+
+    /// Compiles for the host CPU (JIT).
+    pub fn compile_host(&self) -> Result<Executable> {
+        let t0 = Instant::now();
+        let program = self.lower()?;
+        let plan = plan(&program);
+        plan.check(&program).map_err(anyhow::Error::msg)?;
+        let jit = varc_backend_cpu::compile_jit(&program)?;
+        let words = plan.arena_bytes.div_ceil(16);
+        Ok(Executable {
+            input_names: self.inputs().into_iter().map(|(n, _)| n).collect(),
+            output_names: self.output_names(),
+            arena: Mutex::new(vec![0u128; words]),
+            compile_ms: t0.elapsed().as_secs_f64() * 1e3,
+            program,
+            plan,
+            jit,
+        })
+    }
+
+    /// Compiles every kernel for `target` without running anything (for
+    /// cross targets and `--emit clif|asm`).
+    pub fn compile_for(&self, target: &Target) -> Result<Vec<varc_backend_cpu::CompiledKernel>> {
+        let program = self.lower()?;
+        Ok(varc_backend_cpu::compile_for(&program, target)?)
+    }
+}
+
+impl Executable {
+    /// Runs once; `inputs` are matched by name.
+    pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<NamedTensors> {
+        let mut ordered: Vec<&Tensor> = Vec::with_capacity(self.input_names.len());
+        for name in &self.input_names {
+            let (_, t) = inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .with_context(|| format!("input '{name}' is missing"))?;
+            ordered.push(t);
+        }
+        for (name, _) in inputs {
+            if !self.input_names.contains(name) {
+                bail!(
+                    "input '{name}' is not an input of the model (its inputs: {})",
+                    self.input_names.join(", ")
+                );
+            }
+        }
+        let mut outputs: Vec<Tensor> = self
+            .program
+            .outputs
+            .iter()
+            .map(|&b| {
+                let buf = self.program.buffer(b);
+                Tensor::zeros(buf.dtype, buf.shape.clone()).map_err(anyhow::Error::msg)
+            })
+            .collect::<Result<_>>()?;
+        let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        let base = arena.as_mut_ptr() as *mut u8;
+        let mut ptrs: Vec<*mut u8> = Vec::with_capacity(self.program.buffers.len());
+        for (i, b) in self.program.buffers.iter().enumerate() {
+            ptrs.push(match &b.kind {
+                BufKind::Input(k) => {
+                    let t = ordered[*k];
+                    if t.dtype() != b.dtype || t.shape() != b.shape.as_slice() {
+                        bail!(
+                            "input '{}': expected {}{:?}, got {}{:?}",
+                            self.input_names[*k],
+                            b.dtype,
+                            b.shape,
+                            t.dtype(),
+                            t.shape()
+                        );
+                    }
+                    // Kernels never store to inputs: the cast only satisfies the ABI.
+                    t.data().as_ptr() as *mut u8
+                }
+                BufKind::Output(k) => outputs[*k].as_mut_ptr(),
+                BufKind::Weight(t) => t.data().as_ptr() as *mut u8,
+                BufKind::Temp => {
+                    let off = self.plan.offsets[i].expect("every temp is planned");
+                    base.wrapping_add(off)
+                }
+            });
+        }
+        // SAFETY: `ptrs` has one pointer per program buffer, each to storage
+        // of exactly that buffer's size and dtype: inputs were checked above,
+        // outputs were allocated from the buffers' shapes, weights are the
+        // program's own tensors, and temps lie inside the arena, which
+        // `plan.check` proved large enough and free of overlaps between
+        // buffers live at the same time (so no kernel writes memory it also
+        // reads through another buffer). Kernels never store to inputs or
+        // weights, so handing out their const storage as `*mut` is sound. The
+        // arena lock keeps concurrent runs apart.
+        let status = unsafe { self.jit.run_kernels(&ptrs) };
+        status.map_err(|(k, code)| {
+            anyhow::anyhow!(
+                "kernel '{}' stopped: {}",
+                self.program.kernels[k].name,
+                varc_backend_cpu::status_message(code)
+            )
+        })?;
+        drop(arena);
+        Ok(self.output_names.iter().cloned().zip(outputs).collect())
+    }
+}

@@ -1,0 +1,248 @@
+//! Resize through the compile-time per-axis maps of [`crate::resample`]
+//! (the one place the ONNX formulas live). Maps that pick one input per
+//! output (nearest) become a single gather kernel over every resized axis
+//! (an affine load where the picks are evenly spaced), which copies any
+//! element type exactly. Otherwise each resized axis, in order, is one
+//! kernel `out[.., o, ..] = Σ_t W[o, t] · X[.., IDX[o, t], ..]` over two
+//! constant tables (`T` = the most taps of any output; shorter rows are
+//! padded with weight 0 at index 0), with `tf_crop_and_resize` fill rows
+//! selected by a constant mask.
+
+use super::{cast, compute_type, konst, lin, out, red, shape_of};
+use crate::dtype::DType;
+use crate::graph::TypeInfo;
+use crate::kernel::{Access, Affine, BinaryFn, Expr, GatherTerm, ReduceFn, UnaryFn, Var};
+use crate::lower::{Cx, View, input};
+use crate::op::{CoordMode, ResizeAttrs};
+use crate::resample::{self, AxisMap};
+use crate::tensor::{Tensor, TensorData};
+
+/// A constant operand: `Ok(None)` when absent or empty, `Err` when it is not
+/// known at compile time.
+fn const_operand(
+    cx: &Cx,
+    ins: &[Option<View>],
+    slot: usize,
+    what: &str,
+) -> Result<Option<Tensor>, String> {
+    if ins.get(slot).is_none_or(Option::is_none) {
+        return Ok(None);
+    }
+    match cx.const_input(slot) {
+        Some(t) if t.numel() == 0 => Ok(None),
+        Some(t) => Ok(Some(t.clone())),
+        None => Err(format!(
+            "Resize {what} must be a compile-time constant for the compiled backends (it is computed at run time)"
+        )),
+    }
+}
+
+pub(super) fn resize(
+    cx: &mut Cx,
+    ins: &[Option<View>],
+    outs: &[TypeInfo],
+    attrs: &ResizeAttrs,
+) -> Result<View, String> {
+    let x = input(ins, 0)?.clone();
+    let (roi, scales, sizes) = if attrs.scales_input_only {
+        (Ok(None), const_operand(cx, ins, 1, "scales"), Ok(None))
+    } else {
+        (
+            const_operand(cx, ins, 1, "roi"),
+            const_operand(cx, ins, 2, "scales"),
+            const_operand(cx, ins, 3, "sizes"),
+        )
+    };
+    let sizes = sizes?.map(|t| t.to_i64_vec());
+    // With sizes given, scales (and roi outside tf_crop_and_resize) are unused.
+    let scales = match scales {
+        Err(_) if sizes.is_some() => None,
+        s => s?.map(|t| t.to_f64_vec()),
+    };
+    let roi = match roi {
+        Err(e) if attrs.coord == CoordMode::TfCropAndResize => return Err(e),
+        Err(_) => None,
+        Ok(r) => r.map(|t| t.to_f64_vec()),
+    };
+    let plan = resample::plan(
+        &x.shape,
+        roi.as_deref(),
+        scales.as_deref(),
+        sizes.as_deref(),
+        attrs,
+    )?;
+    let shape = shape_of(outs, 0)?;
+    if plan.out_shape != shape {
+        return Err(format!(
+            "Resize: planned output shape {:?} differs from the inferred {shape:?}",
+            plan.out_shape
+        ));
+    }
+    let active: Vec<usize> = (0..plan.maps.len())
+        .filter(|&d| !plan.maps[d].is_identity())
+        .collect();
+    if active.is_empty() {
+        return Ok(x);
+    }
+    if active
+        .iter()
+        .all(|&d| plan.maps[d].is_gather() && !plan.maps[d].has_fill())
+    {
+        return Ok(gather(cx, &x, &plan.maps, &shape));
+    }
+    if x.dtype == DType::Bool {
+        return Err("Resize of a bool tensor must be a pure gather (nearest mode)".into());
+    }
+    let work = compute_type(x.dtype);
+    let mut cur = x.clone();
+    for (n, &d) in active.iter().enumerate() {
+        let last = n + 1 == active.len();
+        let mut sh = cur.shape.clone();
+        sh[d] = plan.maps[d].out_len;
+        let v = axis_value(cx, &cur, d, &plan.maps[d], work);
+        let (value, dtype) = if !last {
+            (v, work)
+        } else if x.dtype.is_float() {
+            (cast(v, work, x.dtype), x.dtype)
+        } else {
+            (saturate(v, x.dtype), x.dtype)
+        };
+        let next = cx.temp(dtype, &sh);
+        cx.emit(&next, value);
+        cur = next;
+    }
+    Ok(cur)
+}
+
+/// Integer results: rounded half to even and saturated (ONNX's saturate_cast).
+fn saturate(v: Expr, to: DType) -> Expr {
+    let rounded = Expr::unary(UnaryFn::Round, v);
+    let bounds = match to {
+        DType::I32 => Some((i32::MIN as f64, i32::MAX as f64)),
+        DType::I8 => Some((i8::MIN as f64, i8::MAX as f64)),
+        DType::U8 => Some((0.0, u8::MAX as f64)),
+        _ => None,
+    };
+    let clamped = match bounds {
+        Some((lo, hi)) => Expr::binary(
+            BinaryFn::Min,
+            Expr::binary(BinaryFn::Max, rounded, konst(lo, DType::F64)),
+            konst(hi, DType::F64),
+        ),
+        None => rounded,
+    };
+    Expr::Cast(to, Box::new(clamped))
+}
+
+/// When `idx[o] = a·o + b` for every `o`: `(a, b)`.
+fn affine_picks(idx: &[i64]) -> Option<(i64, i64)> {
+    let b = *idx.first()?;
+    let a = idx.get(1).map_or(0, |&i| i - b);
+    idx.iter()
+        .enumerate()
+        .all(|(o, &i)| i == a * o as i64 + b)
+        .then_some((a, b))
+}
+
+fn i64_table(cx: &mut Cx, name: &str, shape: &[usize], v: Vec<i64>) -> View {
+    let t = Tensor::new(shape.to_vec(), TensorData::I64(v)).expect("table size matches its shape");
+    cx.weight(name, t)
+}
+
+/// Every resized axis picks one input per output: one kernel, exact for any
+/// element type.
+fn gather(cx: &mut Cx, x: &View, maps: &[AxisMap], shape: &[usize]) -> View {
+    let mut idx = Vec::with_capacity(maps.len());
+    let mut gathers = vec![];
+    for (d, m) in maps.iter().enumerate() {
+        let picks: Vec<i64> = m.taps.iter().map(|t| t[0].0 as i64).collect();
+        if m.is_identity() {
+            idx.push(out(d));
+        } else if let Some((a, b)) = affine_picks(&picks) {
+            idx.push(lin(&[(Var::Out(d), a)], b));
+        } else {
+            idx.push(Affine::constant(0));
+            let table = i64_table(cx, "resize_pick", &[m.out_len], picks);
+            gathers.push(GatherTerm {
+                index: table.load(&[out(d)]),
+                dim: m.in_len,
+                stride: x.strides[d],
+            });
+        }
+    }
+    let access = Access {
+        buf: x.buf,
+        index: x.address(&idx),
+        gathers,
+    };
+    let value = Expr::Load {
+        access: Box::new(access),
+        guards: vec![],
+        fill: 0.0,
+    };
+    let y = cx.temp(x.dtype, shape);
+    cx.emit(&y, value);
+    y
+}
+
+/// The value of one axis' resize of `cur` along `d`, in `work` precision.
+fn axis_value(cx: &mut Cx, cur: &View, d: usize, m: &AxisMap, work: DType) -> Expr {
+    let t = m.max_taps().max(1);
+    let (mut idx, mut w) = (vec![0i64; m.out_len * t], vec![0.0f64; m.out_len * t]);
+    for (o, taps) in m.taps.iter().enumerate() {
+        for (k, &(i, wt)) in taps.iter().enumerate() {
+            idx[o * t + k] = i as i64;
+            w[o * t + k] = wt;
+        }
+    }
+    let idx_t = i64_table(cx, "resize_index", &[m.out_len, t], idx);
+    let w_t = Tensor::new(vec![m.out_len, t], TensorData::from_f64(work, &w))
+        .expect("table size matches its shape");
+    let w_t = cx.weight("resize_weight", w_t);
+    let tv = cx.red();
+    let tap = if t == 1 { Affine::constant(0) } else { red(tv) };
+    let rank = cur.shape.len();
+    let mut xi: Vec<Affine> = (0..rank).map(out).collect();
+    xi[d] = Affine::constant(0);
+    let gathers = if m.in_len == 1 {
+        vec![]
+    } else {
+        vec![GatherTerm {
+            index: idx_t.load(&[out(d), tap.clone()]),
+            dim: m.in_len,
+            stride: cur.strides[d],
+        }]
+    };
+    let load = Expr::Load {
+        access: Box::new(Access {
+            buf: cur.buf,
+            index: cur.address(&xi),
+            gathers,
+        }),
+        guards: vec![],
+        fill: 0.0,
+    };
+    let body = Expr::binary(
+        BinaryFn::Mul,
+        w_t.load(&[out(d), tap]),
+        cast(load, cur.dtype, work),
+    );
+    let mut value = if t == 1 {
+        body
+    } else {
+        Expr::Reduce {
+            op: ReduceFn::Sum,
+            vars: vec![(tv, t)],
+            body: Box::new(body),
+        }
+    };
+    if m.has_fill() {
+        let fill = m.fill.iter().find_map(|f| *f).unwrap_or(0.0);
+        let mask: Vec<bool> = m.fill.iter().map(Option::is_some).collect();
+        let mask_t =
+            Tensor::new(vec![m.out_len], TensorData::Bool(mask)).expect("mask size matches");
+        let mask_v = cx.weight("resize_fill", mask_t);
+        value = Expr::select(mask_v.load(&[out(d)]), konst(fill, work), value);
+    }
+    value
+}
