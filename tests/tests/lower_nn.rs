@@ -94,6 +94,16 @@ impl Case {
         let want = varc_backend_ref::run(&self.g, &feeds)
             .unwrap_or_else(|e| panic!("{what}: reference: {e}"));
         assert_eq!(got.len(), want.len(), "{what}: output count");
+        // The same program compiled by Cranelift must agree with the
+        // reference too (where the CPU backend supports the dtypes).
+        let compiled = varc_tests::run_compiled(&program, &inputs)
+            .unwrap_or_else(|e| panic!("{what}: compiled run failed: {e}"));
+        for (i, (c, (name, w))) in compiled.iter().flatten().zip(&want).enumerate() {
+            let (rtol, atol) = varc_tests::compiled_tolerance(w, rtol, atol);
+            let a = varc_runtime::compare(c, w, rtol, atol)
+                .unwrap_or_else(|e| panic!("{what}: compiled output {i}: {e}"));
+            assert!(a.passed(), "{what}: compiled output {i} ({name}): {a:?}");
+        }
         for (i, (g, (name, w))) in got.iter().zip(&want).enumerate() {
             let a = varc_runtime::compare(g, w, rtol, atol)
                 .unwrap_or_else(|e| panic!("{what}: output {i}: {e}"));

@@ -145,6 +145,16 @@ impl Case {
         let feeds: HashMap<String, Tensor> = self.feeds.iter().cloned().collect();
         let want = varc_backend_ref::run(&self.graph, &feeds).expect("reference run");
         assert_eq!(got.len(), want.len());
+        // The same program compiled by Cranelift must agree with the
+        // reference too (where the CPU backend supports the dtypes).
+        let compiled = varc_tests::run_compiled(&program, &inputs)
+            .unwrap_or_else(|e| panic!("compiled run failed: {e}"));
+        for (c, (name, w)) in compiled.iter().flatten().zip(&want) {
+            let (rtol, atol) = varc_tests::compiled_tolerance(w, rtol, atol);
+            let a =
+                compare(c, w, rtol, atol).unwrap_or_else(|e| panic!("compiled output {name}: {e}"));
+            assert!(a.passed(), "compiled output {name}: {a:?}");
+        }
         for (g, (name, w)) in got.iter().zip(&want) {
             let a = compare(g, w, rtol, atol).unwrap_or_else(|e| panic!("output {name}: {e}"));
             assert!(
