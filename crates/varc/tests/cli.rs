@@ -82,3 +82,39 @@ fn bad_model_gives_a_clear_error() {
     assert!(!ok);
     assert!(stderr.contains("missing.onnx"), "{stderr}");
 }
+
+#[test]
+fn main_job_compiles_runs_and_checks_goldens() {
+    let (ok, stdout, stderr) = output(varc().arg(model("var_step_dyn18.onnx")));
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("backend cpu"), "{stdout}");
+    assert!(stdout.contains("compile"), "{stdout}");
+    assert!(stdout.contains(" ok "), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn emit_asm_for_aarch64_lists_every_kernel() {
+    let (ok, stdout, stderr) = output(
+        varc()
+            .arg("run")
+            .arg(model("minvar_dyn18.onnx"))
+            .args(["--target", "aarch64-unknown-linux-gnu", "--emit", "asm"]),
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.matches("; kernel ").count() > 10, "{stdout}");
+    // NEON vector registers appear in the listing.
+    assert!(stdout.contains(".4s") || stdout.contains("v0"), "{stdout}");
+}
+
+#[test]
+fn cross_target_cannot_run() {
+    let (ok, _, stderr) = output(
+        varc()
+            .arg("run")
+            .arg(model("minvar_dyn18.onnx"))
+            .args(["--target", "aarch64-unknown-linux-gnu"]),
+    );
+    assert!(!ok);
+    assert!(stderr.contains("--emit"), "{stderr}");
+}
