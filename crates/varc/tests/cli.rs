@@ -95,12 +95,12 @@ fn main_job_compiles_runs_and_checks_goldens() {
 
 #[test]
 fn emit_asm_for_aarch64_lists_every_kernel() {
-    let (ok, stdout, stderr) = output(
-        varc()
-            .arg("run")
-            .arg(model("minvar_dyn18.onnx"))
-            .args(["--target", "aarch64-unknown-linux-gnu", "--emit", "asm"]),
-    );
+    let (ok, stdout, stderr) = output(varc().arg("run").arg(model("minvar_dyn18.onnx")).args([
+        "--target",
+        "aarch64-unknown-linux-gnu",
+        "--emit",
+        "asm",
+    ]));
     assert!(ok, "{stderr}");
     assert!(stdout.matches("; kernel ").count() > 10, "{stdout}");
     // NEON vector registers appear in the listing.
