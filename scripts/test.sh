@@ -11,6 +11,16 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is required (https://rustup.rs)" >&2
   exit 1
 fi
+# The AOT tests (tests/tests/aot.rs) cross-link aarch64 objects and run them
+# under qemu; they fail, naming the tool, when these are missing.
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null; then
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user >/dev/null ||
+      echo "warning: could not install gcc-aarch64-linux-gnu and qemu-user" >&2
+  fi
+fi
 venv="$(scripts/python-env.sh test)"
 
 cases=tests/data/generated/node

@@ -6,7 +6,8 @@
 //! - [`infer`]: type and shape inference (symbolic dims bound at compile time);
 //! - [`verify`]: structural and type checks whose errors name node, op and reason;
 //! - [`print`]: the text form and Graphviz DOT export;
-//! - [`cost`]: FLOP and parameter counts for the cost model.
+//! - [`cost`]: FLOP and parameter counts for the cost model;
+//! - [`passes`]: graph optimisation passes and the pipeline that runs them.
 
 pub mod cost;
 pub mod dtype;
@@ -16,6 +17,7 @@ pub mod infer;
 pub mod kernel;
 pub mod lower;
 pub mod op;
+pub mod passes;
 pub mod print;
 pub mod resample;
 pub mod shape;

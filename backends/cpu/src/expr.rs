@@ -11,7 +11,7 @@
 
 use crate::check::is_float;
 use crate::math::{Fx, Imports, Libm};
-use crate::plan::depends_on;
+use crate::plan::{LANES, VClass, depends_on};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{Block, FuncRef, InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -445,6 +445,16 @@ impl<'f> Em<'_, 'f> {
     ) -> R<Vec<Value>> {
         let float = is_float(body.dtype(&self.p.buffers));
         let vector = self.lane.is_some();
+        if let (false, true, [(id, extent)]) = (vector, float, vars)
+            && *extent >= 2 * LANES
+            && matches!(op, ReduceFn::Sum | ReduceFn::Max | ReduceFn::Min)
+            && crate::plan::vclass(self.p, body, Var::Red(*id)) == Some(VClass::Vec)
+        {
+            return pts
+                .iter()
+                .map(|pt| self.reduce_lanes(op, (*id, *extent), body, pt))
+                .collect();
+        }
         let ty = match (float, vector) {
             (true, true) => types::F32X4,
             (true, false) => types::F32,
@@ -473,6 +483,67 @@ impl<'f> Em<'_, 'f> {
             .collect();
         self.reduce_loops(op, vars, body, pts, &accs)?;
         Ok(accs.iter().map(|&v| self.b.use_var(v)).collect())
+    }
+
+    /// A scalar f32 reduction whose body vectorises along its (only)
+    /// reduction variable: two f32x4 accumulators over blocks of 8, one
+    /// over a last block of 4, combined lane by lane, then a scalar tail.
+    fn reduce_lanes(
+        &mut self,
+        op: ReduceFn,
+        (id, extent): (usize, usize),
+        body: &Expr,
+        pt: &Point,
+    ) -> R<Value> {
+        let v = Var::Red(id);
+        let lanes = LANES as i64;
+        let n = extent as i64;
+        let c = self.b.ins().f32const(op.identity() as f32);
+        let init = self.b.ins().splat(types::F32X4, c);
+        let accs: Vec<_> = (0..2)
+            .map(|_| {
+                let a = self.b.declare_var(types::F32X4);
+                self.b.def_var(a, init);
+                a
+            })
+            .collect();
+        self.extents.push((v, extent));
+        self.lane = Some(v);
+        let main = n - n % (2 * lanes);
+        let vec_end = n - n % lanes;
+        let r = self
+            .for_range(0, main, 2 * lanes, |em, iv| {
+                let pts = [pt.with(v, iv, 0), pt.with(v, iv, lanes)];
+                em.accumulate(op, body, &pts, &accs)
+            })
+            .and_then(|_| {
+                self.for_range(main, vec_end, lanes, |em, iv| {
+                    em.accumulate(op, body, &[pt.with(v, iv, 0)], &accs[..1])
+                })
+            });
+        self.lane = None;
+        let combine = |em: &mut Self, a: Value, b: Value| match op {
+            ReduceFn::Sum => em.b.ins().fadd(a, b),
+            ReduceFn::Max => em.b.ins().fmax(a, b),
+            _ => em.b.ins().fmin(a, b),
+        };
+        let r = r.and_then(|_| {
+            let (a0, a1) = (self.b.use_var(accs[0]), self.b.use_var(accs[1]));
+            let both = combine(self, a0, a1);
+            let mut x = self.b.ins().extractlane(both, 0);
+            for lane in 1..LANES as u8 {
+                let l = self.b.ins().extractlane(both, lane);
+                x = combine(self, x, l);
+            }
+            let acc = self.b.declare_var(types::F32);
+            self.b.def_var(acc, x);
+            self.for_range(vec_end, n, 1, |em, iv| {
+                em.accumulate(op, body, &[pt.with(v, iv, 0)], &[acc])
+            })?;
+            Ok(self.b.use_var(acc))
+        });
+        self.extents.pop();
+        r
     }
 
     fn reduce_loops(

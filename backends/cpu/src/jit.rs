@@ -5,7 +5,7 @@
 
 use crate::math::{Imports, Libm, host};
 use crate::plan::Plan;
-use crate::{CodegenError, abi, isa, kernel, status_message};
+use crate::{CodegenError, abi, gemm, isa, kernel, status_message};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::UserFuncName;
 use cranelift_jit::{JITBuilder, JITModule};
@@ -20,11 +20,29 @@ pub struct JitProgram {
     program: Program,
     kernels: Vec<KernelFn>,
     plans: Vec<Plan>,
-    /// Owns the executable memory the kernel pointers point into.
-    module: Option<JITModule>,
+    /// Owns the executable memory the kernel pointers point into. Behind a
+    /// mutex only so that `JitProgram` is `Sync` (JITModule is `Send`, not
+    /// `Sync`); it is touched again only when dropped.
+    module: std::sync::Mutex<Option<JITModule>>,
 }
 
-pub(crate) fn compile(program: &Program) -> Result<JitProgram, CodegenError> {
+/// Options of a host compilation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitOptions {
+    /// Run contraction kernels through the runtime's sgemm microkernels
+    /// (default: on, unless the environment sets `VARC_UKERNELS=0`).
+    pub ukernels: bool,
+}
+
+impl Default for JitOptions {
+    fn default() -> JitOptions {
+        JitOptions {
+            ukernels: std::env::var("VARC_UKERNELS").map_or(true, |v| v != "0"),
+        }
+    }
+}
+
+pub(crate) fn compile(program: &Program, opts: JitOptions) -> Result<JitProgram, CodegenError> {
     let isa = isa::host()?;
     let jit = |e: cranelift_module::ModuleError| CodegenError::Jit(e.to_string());
     let cc = isa.default_call_conv();
@@ -32,6 +50,10 @@ pub(crate) fn compile(program: &Program) -> Result<JitProgram, CodegenError> {
     builder.symbol(Libm::Powf.symbol(), host::powf as *const u8);
     builder.symbol(Libm::Sinf.symbol(), host::sinf as *const u8);
     builder.symbol(Libm::Cosf.symbol(), host::cosf as *const u8);
+    builder.symbol(
+        gemm::SGEMM_SYMBOL,
+        varc_runtime::ukernel::varc_sgemm as *const u8,
+    );
     let mut module = JITModule::new(builder);
     let mut imports = Imports { index: vec![] };
     for f in Libm::ALL {
@@ -40,11 +62,23 @@ pub(crate) fn compile(program: &Program) -> Result<JitProgram, CodegenError> {
             .map_err(jit)?;
         imports.index.push((f, id.as_u32()));
     }
+    let uk = if opts.ukernels {
+        let id = module
+            .declare_function(
+                gemm::SGEMM_SYMBOL,
+                Linkage::Import,
+                &gemm::sgemm_signature(cc),
+            )
+            .map_err(jit)?;
+        Some(gemm::Ukernels { sgemm: id.as_u32() })
+    } else {
+        None
+    };
     let sig = abi::kernel_signature(cc);
     let mut ids = Vec::new();
     let mut plans = Vec::new();
     for (i, k) in program.kernels.iter().enumerate() {
-        let mut built = kernel::build(program, k, &*isa, &imports)?;
+        let mut built = kernel::build_with(program, k, &*isa, &imports, uk.as_ref())?;
         let id = module
             .declare_function(&format!("varc_kernel_{i}"), Linkage::Local, &sig)
             .map_err(jit)?;
@@ -71,7 +105,7 @@ pub(crate) fn compile(program: &Program) -> Result<JitProgram, CodegenError> {
         program: program.clone(),
         kernels,
         plans,
-        module: Some(module),
+        module: std::sync::Mutex::new(Some(module)),
     })
 }
 
@@ -113,6 +147,22 @@ impl JitProgram {
             }
         }
         Ok(())
+    }
+
+    /// Runs kernel `i` alone over `bufs`, returning its status.
+    ///
+    /// # Safety
+    ///
+    /// As [`JitProgram::run_kernels`]; additionally every kernel before `i`
+    /// must have run (kernels read what earlier ones wrote).
+    pub unsafe fn run_kernel(&self, i: usize, bufs: &[*mut u8]) -> i32 {
+        assert_eq!(
+            bufs.len(),
+            self.program.buffers.len(),
+            "one base address per program buffer"
+        );
+        // SAFETY: as in `run_kernels`; the caller upholds its contract.
+        unsafe { self.kernels[i](bufs.as_ptr()) }
     }
 
     /// Runs the program on `inputs` (program input order), allocating
@@ -176,7 +226,8 @@ impl JitProgram {
 
 impl Drop for JitProgram {
     fn drop(&mut self) {
-        if let Some(m) = self.module.take() {
+        let module = self.module.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = module.take() {
             // SAFETY: the only references to the code are `self.kernels`,
             // which are dropped with `self` and never called again.
             unsafe { m.free_memory() };

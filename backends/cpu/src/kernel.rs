@@ -3,6 +3,7 @@
 
 use crate::abi;
 use crate::expr::{Em, Point, R};
+use crate::gemm::{self, Ukernels};
 use crate::math::Imports;
 use crate::plan::{LANES, Plan};
 use crate::{CodegenError, check, isa, plan};
@@ -18,16 +19,39 @@ pub struct Built {
     pub plan: Plan,
 }
 
-/// Builds the CLIF function for `k`.
+/// Builds the CLIF function for `k` (pure Cranelift: the code calls
+/// nothing but the imported libm functions).
 pub fn build(
     p: &Program,
     k: &Kernel,
     isa: &dyn TargetIsa,
     imports: &Imports,
 ) -> Result<Built, CodegenError> {
+    build_with(p, k, isa, imports, None)
+}
+
+/// Builds the CLIF function for `k`; with `uk`, contraction kernels call
+/// the runtime's microkernels (see [`gemm`]).
+pub fn build_with(
+    p: &Program,
+    k: &Kernel,
+    isa: &dyn TargetIsa,
+    imports: &Imports,
+    uk: Option<&Ukernels>,
+) -> Result<Built, CodegenError> {
     let err = |e: String| CodegenError::kernel(&k.name, e);
     check::validate(p, k).map_err(err)?;
-    let plan = plan::plan(p, k, isa::vector_registers(isa));
+    let gemm = uk.and_then(|_| gemm::recognise(p, k));
+    let vregs = isa::vector_registers(isa);
+    let mut plan = match &gemm {
+        Some(g) => g
+            .epilogue
+            .as_ref()
+            .map_or(Plan::SCALAR, |e| plan::plan(p, e, vregs)),
+        None => plan::plan(p, k, vregs),
+    };
+    plan.sgemm = gemm.is_some();
+    plan.epilogue = gemm.as_ref().is_some_and(|g| g.epilogue.is_some());
     let sig = abi::kernel_signature(isa.default_call_conv());
     let mut func = Function::with_name_signature(UserFuncName::user(0, 0), sig);
     let mut fctx = FunctionBuilderContext::new();
@@ -52,7 +76,16 @@ pub fn build(
         lane: None,
     };
     if !k.domain.contains(&0) {
-        em.nest(plan).map_err(err)?;
+        match (&gemm, uk) {
+            (Some(g), Some(uk)) => {
+                em.gemm(g, uk).map_err(err)?;
+                if let Some(e) = &g.epilogue {
+                    em.k = e;
+                    em.nest(plan).map_err(err)?;
+                }
+            }
+            _ => em.nest(plan).map_err(err)?,
+        }
     }
     abi::finish(&mut em.b, fail);
     em.b.finalize(isa.frontend_config());

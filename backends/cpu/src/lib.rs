@@ -18,8 +18,10 @@
 //! approximations, `isa` the target machines.
 
 mod abi;
+pub mod aot;
 mod check;
 mod expr;
+mod gemm;
 mod isa;
 mod jit;
 mod kernel;
@@ -29,7 +31,7 @@ mod mem;
 pub mod plan;
 mod vector;
 
-pub use jit::JitProgram;
+pub use jit::{JitOptions, JitProgram};
 
 use cranelift_codegen::Context;
 use cranelift_codegen::control::ControlPlane;
@@ -149,7 +151,12 @@ pub fn compile_for(
 
 /// Compiles every kernel for the host CPU into executable memory.
 pub fn compile_jit(program: &Program) -> Result<JitProgram, CodegenError> {
-    jit::compile(program)
+    jit::compile(program, JitOptions::default())
+}
+
+/// [`compile_jit`] with explicit options.
+pub fn compile_jit_with(program: &Program, opts: JitOptions) -> Result<JitProgram, CodegenError> {
+    jit::compile(program, opts)
 }
 
 #[cfg(test)]

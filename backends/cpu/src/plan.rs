@@ -32,6 +32,11 @@ pub struct Plan {
     pub rows: usize,
     /// Vectors of the innermost axis per step.
     pub cols: usize,
+    /// The contraction runs in the runtime's sgemm microkernel; the other
+    /// fields then describe the epilogue loop.
+    pub sgemm: bool,
+    /// With `sgemm`: an epilogue loop follows the microkernel calls.
+    pub epilogue: bool,
 }
 
 impl Plan {
@@ -39,11 +44,20 @@ impl Plan {
         vector: false,
         rows: 1,
         cols: 1,
+        sgemm: false,
+        epilogue: false,
     };
 }
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.sgemm {
+            f.write_str("sgemm ukernel")?;
+            if !self.epilogue {
+                return Ok(());
+            }
+            f.write_str(", epilogue ")?;
+        }
         if !self.vector {
             return f.write_str("scalar");
         }
@@ -139,11 +153,29 @@ fn reads(k: &Kernel, buf: varc_ir::kernel::BufId) -> bool {
     k.reads().contains(&buf)
 }
 
+/// Whether `k` reads the buffer it writes anywhere but at each point's own
+/// store address (reading one's own element before storing it is safe to
+/// vectorise).
+fn reads_elsewhere(k: &Kernel, st: &Access) -> bool {
+    if !reads(k, st.buf) {
+        return false;
+    }
+    let mut other = false;
+    k.value.visit(&mut |e| {
+        if let Expr::Load { access, guards, .. } = e
+            && access.buf == st.buf
+        {
+            other |= access.index != st.index || !guards.is_empty() || !access.gathers.is_empty();
+        }
+    });
+    other
+}
+
 fn store_vectorises(p: &Program, k: &Kernel, st: &Access, v: Var) -> bool {
     st.index.coeff(v) == 1
         && st.gathers.is_empty()
         && p.buffer(st.buf).dtype == DType::F32
-        && !reads(k, st.buf)
+        && !reads_elsewhere(k, st)
 }
 
 /// Whether `e` contains a reduction depending on `v` with a cheap body.
@@ -182,6 +214,8 @@ pub fn plan(p: &Program, k: &Kernel, vregs: usize) -> Plan {
         vector: true,
         rows: 1,
         cols: 1,
+        sgemm: false,
+        epilogue: false,
     };
     if blockable_reduce(&k.value, v) {
         let n = k.domain[d - 1];

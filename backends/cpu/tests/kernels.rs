@@ -654,3 +654,124 @@ fn compile_for_reports_clif_and_disassembly() {
             .is_err()
     );
 }
+
+/// Contractions big enough for the runtime's sgemm microkernel, with and
+/// without an epilogue (bias), across tile tails and batch axes.
+#[test]
+fn matmul_through_sgemm() {
+    for &(batch, m, k, n) in &[
+        (1, 16, 16, 16),
+        (2, 37, 67, 45),
+        (3, 13, 300, 33),
+        (1, 64, 5, 129),
+    ] {
+        for bias in [false, true] {
+            let p = matmul(batch, m, k, n, bias);
+            let t = Rng(6).tensor(DType::F32, &[batch, m, k], -1.0, 1.0);
+            let tol = Tol {
+                abs: 1e-5 * k as f64,
+                rel: 1e-5,
+            };
+            let jit = check(&p, std::slice::from_ref(&t), tol);
+            let plan = jit.plans()[0];
+            assert!(plan.sgemm && plan.epilogue == bias, "{plan}");
+            // The pure-Cranelift loops agree too.
+            let opts = varc_backend_cpu::JitOptions { ukernels: false };
+            let plain = varc_backend_cpu::compile_jit_with(&p, opts).unwrap();
+            assert!(!plain.plans()[0].sgemm);
+            let (a, b) = (
+                jit.run(std::slice::from_ref(&t)).unwrap(),
+                plain.run(&[t]).unwrap(),
+            );
+            compare("ukernels off", &a[0], &b[0], tol);
+            // Objects for other targets never call into the runtime.
+            let t = Target::parse("aarch64-unknown-linux-gnu").unwrap();
+            assert!(!compile_for(&p, &t).unwrap()[0].plan.contains("sgemm"));
+        }
+    }
+}
+
+/// Attention scores: `s[b, i, j] = select(j ≤ i, 0.25·Σ_e q[b, i, e]·k[b, j, e], -inf)`
+/// — B read transposed (column stride = head size), a masked epilogue.
+#[test]
+fn attention_scores_through_sgemm() {
+    let (b, s, e) = (2usize, 29usize, 24usize);
+    let mut p = Program::default();
+    let q = input(&mut p, "q", DType::F32, &[b, s, e]);
+    let kk = input(&mut p, "k", DType::F32, &[b, s, e]);
+    let o = output(&mut p, "o", DType::F32, &[b, s, s]);
+    let at = |buf, row: usize| {
+        load(
+            buf,
+            Affine {
+                offset: 0,
+                terms: vec![
+                    (Var::Out(0), (s * e) as i64),
+                    (Var::Out(row), e as i64),
+                    (Var::Red(0), 1),
+                ],
+            },
+        )
+    };
+    let dot = reduce(
+        ReduceFn::Sum,
+        vec![(0, e)],
+        bin(BinaryFn::Mul, at(q, 1), at(kk, 2)),
+    );
+    let scaled = bin(BinaryFn::Mul, dot, f32c(0.25));
+    let ok = bin(
+        BinaryFn::Le,
+        Expr::Index(Var::Out(2)),
+        Expr::Index(Var::Out(1)),
+    );
+    emit(
+        &mut p,
+        "scores",
+        o,
+        Expr::select(ok, scaled, f32c(f64::NEG_INFINITY)),
+    );
+    let mut r = Rng(9);
+    let ins = [
+        r.tensor(DType::F32, &[b, s, e], -1.0, 1.0),
+        r.tensor(DType::F32, &[b, s, e], -1.0, 1.0),
+    ];
+    let jit = check(
+        &p,
+        &ins,
+        Tol {
+            abs: 1e-5,
+            rel: 1e-5,
+        },
+    );
+    assert!(jit.plans()[0].sgemm, "{}", jit.plans()[0]);
+}
+
+/// Row reductions over a contiguous reduction axis vectorise along it
+/// (softmax's max and sum, norms' means), tails included.
+#[test]
+fn row_reductions_vectorise_along_the_reduction() {
+    for &n in &[8usize, 13, 16, 35, 680] {
+        for op in [ReduceFn::Sum, ReduceFn::Max, ReduceFn::Min] {
+            let mut p = Program::default();
+            let x = input(&mut p, "x", DType::F32, &[3, n]);
+            let o = output(&mut p, "o", DType::F32, &[3, 1]);
+            let body = load(
+                x,
+                Affine {
+                    offset: 0,
+                    terms: vec![(Var::Out(0), n as i64), (Var::Red(0), 1)],
+                },
+            );
+            emit(&mut p, "rows", o, reduce(op, vec![(0, n)], body));
+            let t = Rng(10).tensor(DType::F32, &[3, n], -3.0, 3.0);
+            check(
+                &p,
+                &[t],
+                Tol {
+                    abs: 1e-5,
+                    rel: 1e-5,
+                },
+            );
+        }
+    }
+}

@@ -15,18 +15,26 @@ pub struct Executable {
     pub program: Program,
     pub plan: MemoryPlan,
     jit: JitProgram,
-    input_names: Vec<String>,
-    output_names: Vec<String>,
+    pub(crate) input_names: Vec<String>,
+    pub(crate) output_names: Vec<String>,
     /// Scratch memory for temps, allocated once; a run holds the lock.
     arena: Mutex<Vec<u128>>,
     pub compile_ms: f64,
+    /// Per-kernel time and run count when `VARC_PROFILE=1` (printed to
+    /// stderr, slowest first, when the executable is dropped).
+    profile: Option<Mutex<(Vec<f64>, usize)>>,
 }
 
 impl LoadedModel {
     /// Lowers the model to kernel IR (all shapes must be static).
     pub fn lower(&self) -> Result<Program> {
-        if let Some(u) = self.inferred.unknown.first() {
-            let (node, why) = (self.graph().node(u.node), &u.reason);
+        let optimized = self.graph_to_lower()?;
+        let (graph, inferred) = match &optimized {
+            Some((g, i)) => (g, i),
+            None => (self.graph(), &self.inferred),
+        };
+        if let Some(u) = inferred.unknown.first() {
+            let (node, why) = (graph.node(u.node), &u.reason);
             bail!(
                 "node '{}' ({}): {why}; the compiled backends need static shapes \
                  (bind symbolic dims with --dim NAME=VALUE, or use --backend reference)",
@@ -34,7 +42,7 @@ impl LoadedModel {
                 node.op.kind()
             );
         }
-        Ok(varc_ir::lower::lower(self.graph(), &self.inferred.consts)?)
+        Ok(varc_ir::lower::lower(graph, &inferred.consts)?)
     }
 
     /// Compiles for the host CPU (JIT).
@@ -50,6 +58,9 @@ impl LoadedModel {
             output_names: self.output_names(),
             arena: Mutex::new(vec![0u128; words]),
             compile_ms: t0.elapsed().as_secs_f64() * 1e3,
+            profile: std::env::var("VARC_PROFILE")
+                .is_ok_and(|v| v == "1")
+                .then(|| Mutex::new((vec![0.0; program.kernels.len()], 0))),
             program,
             plan,
             jit,
@@ -129,7 +140,25 @@ impl Executable {
         // reads through another buffer). Kernels never store to inputs or
         // weights, so handing out their const storage as `*mut` is sound. The
         // arena lock keeps concurrent runs apart.
-        let status = unsafe { self.jit.run_kernels(&ptrs) };
+        let status = match &self.profile {
+            None => unsafe { self.jit.run_kernels(&ptrs) },
+            Some(prof) => {
+                let mut prof = prof.lock().unwrap_or_else(|e| e.into_inner());
+                prof.1 += 1;
+                let mut status = Ok(());
+                for (i, t) in prof.0.iter_mut().enumerate() {
+                    let start = Instant::now();
+                    // SAFETY: as above, kernels run in program order.
+                    let s = unsafe { self.jit.run_kernel(i, &ptrs) };
+                    *t += start.elapsed().as_secs_f64() * 1e3;
+                    if s != varc_backend_cpu::STATUS_OK {
+                        status = Err((i, s));
+                        break;
+                    }
+                }
+                status
+            }
+        };
         status.map_err(|(k, code)| {
             anyhow::anyhow!(
                 "kernel '{}' stopped: {}",
@@ -139,5 +168,36 @@ impl Executable {
         })?;
         drop(arena);
         Ok(self.output_names.iter().cloned().zip(outputs).collect())
+    }
+}
+
+impl Drop for Executable {
+    fn drop(&mut self) {
+        let Some(prof) = self.profile.take() else {
+            return;
+        };
+        let (times, runs) = prof.into_inner().unwrap_or_else(|e| e.into_inner());
+        if runs == 0 {
+            return;
+        }
+        let total: f64 = times.iter().sum();
+        let mut order: Vec<usize> = (0..times.len()).collect();
+        order.sort_by(|&a, &b| times[b].total_cmp(&times[a]));
+        eprintln!(
+            "VARC_PROFILE: {} kernels, {:.3} ms per run ({runs} runs); slowest:",
+            times.len(),
+            total / runs as f64
+        );
+        for &i in order.iter().take(25) {
+            let k = &self.program.kernels[i];
+            eprintln!(
+                "{:>9.3} ms {:>5.1}%  #{i:<4} {:<30} domain {:?} [{}]",
+                times[i] / runs as f64,
+                100.0 * times[i] / total.max(1e-12),
+                k.name,
+                k.domain,
+                self.jit.plans()[i]
+            );
+        }
     }
 }

@@ -5,16 +5,22 @@
 //! compile it for the host CPU ([`LoadedModel::compile_host`]) or for a
 //! cross target, and run it — or run the reference interpreter.
 
+pub mod aot;
 mod compile;
+mod embed;
+mod optimize;
 
 pub use compile::Executable;
+pub use embed::Compiler;
+pub use optimize::PassOptions;
 pub use varc_backend_cpu::Target;
+pub use varc_ir::{DType, Tensor};
 
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use varc_ir::infer::InferResult;
-use varc_ir::{Graph, Op, Tensor, TypeInfo};
+use varc_ir::{Graph, Op, TypeInfo};
 use varc_runtime::NamedTensors;
 use varc_runtime::random::{SplitMix64, random_tensor};
 
@@ -23,6 +29,10 @@ pub struct LoadedModel {
     pub path: PathBuf,
     pub model: varc_onnx::Model,
     pub inferred: InferResult,
+    /// Optimisation passes run before lowering (`None`: off).
+    pub pipeline: Option<varc_ir::passes::PipelineOptions>,
+    /// Whether [`LoadedModel::optimize`] already ran on `model.graph`.
+    pub optimized: bool,
 }
 
 /// Parses `NAME=VALUE` symbolic-dimension bindings.
@@ -166,6 +176,8 @@ fn prepare(
         path: path.to_path_buf(),
         model,
         inferred,
+        pipeline: Some(Default::default()),
+        optimized: false,
     })
 }
 

@@ -35,6 +35,9 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Compile once, then time repeated runs (min/median/max, GFLOP/s).
     Bench(commands::bench::BenchArgs),
+    /// List the optimisation passes, or run them on a model and report
+    /// what fired where (--disable-pass, --print-after, --bisect-passes, --time-passes).
+    Passes(commands::passes::PassesArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         (Some(Command::Run(args)), _) => commands::run::run(args),
         (Some(Command::Inspect(args)), _) => commands::inspect::inspect(args),
         (Some(Command::Bench(args)), _) => commands::bench::bench(args),
+        (Some(Command::Passes(args)), _) => commands::passes::passes(args),
         (None, Some(model)) => commands::run::run(commands::run::RunArgs::main_job(model)),
         (None, None) => {
             use clap::CommandFactory;

@@ -29,6 +29,10 @@ pub struct InspectArgs {
     /// bytes, weight bytes.
     #[arg(long)]
     pub memory: bool,
+    /// Run the optimisation passes and print, per pass, what fired, where,
+    /// why not elsewhere, and FLOPs before and after.
+    #[arg(long)]
+    pub passes: bool,
 }
 
 #[derive(Serialize)]
@@ -70,6 +74,11 @@ struct OpFacts {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
+    if args.passes {
+        let opts = varc::PassOptions::default();
+        super::passes::report_model(&args.model, &args.dims, &opts, true, true)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let dims = parse_dims(&args.dims)?;
     let model =
         load(&args.model, &dims).with_context(|| format!("inspecting {}", args.model.display()))?;

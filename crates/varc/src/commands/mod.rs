@@ -1,3 +1,5 @@
+pub mod aot;
 pub mod bench;
 pub mod inspect;
+pub mod passes;
 pub mod run;

@@ -26,6 +26,12 @@ pub enum Emit {
     Clif,
     /// Machine code listing of every kernel.
     Asm,
+    /// A relocatable object with a C entry point (needs --emit-to FILE.o;
+    /// writes FILE.h beside it).
+    Obj,
+    /// A shared library linked with `cc -shared` (needs --emit-to FILE.so;
+    /// writes FILE.h beside it).
+    So,
 }
 
 #[derive(Args)]
@@ -184,7 +190,15 @@ fn emit(
     kind: Emit,
     to: Option<&std::path::Path>,
 ) -> Result<ExitCode> {
+    if let Some(aot) = match kind {
+        Emit::Obj => Some(varc::aot::AotKind::Object),
+        Emit::So => Some(varc::aot::AotKind::Shared),
+        _ => None,
+    } {
+        return crate::commands::aot::emit(model, target, aot, to);
+    }
     let text = match kind {
+        Emit::Obj | Emit::So => unreachable!("handled above"),
         Emit::Kernels => varc_ir::kernel::program_to_text(&model.lower()?),
         Emit::Clif | Emit::Asm => {
             let kernels = model.compile_for(target)?;

@@ -1,0 +1,311 @@
+//! Contraction kernels through the runtime's sgemm microkernel (host JIT
+//! only; objects for other targets keep the pure-Cranelift loops so they
+//! stand alone).
+//!
+//! A kernel qualifies when its value holds one `Reduce(Sum)` over (at most)
+//! one reduction variable of a product of two unguarded, ungathered f32
+//! loads, and it stores f32 without gathers to a buffer it does not read.
+//! Its domain axes split into `n` (read by one operand only, preferring a
+//! contiguous store), `m` (read by the other only), and batch axes (the
+//! rest). The generated code loops over the batch axes and calls
+//! `varc_sgemm` with element strides taken from the affine maps, writing
+//! the raw contraction into the output; anything else in the value (bias,
+//! scale, masks, division by a row sum) becomes an epilogue kernel over
+//! the same domain that reads the stored contraction back in place.
+
+use crate::check::index_range;
+use crate::expr::{Em, Point, R};
+use cranelift_codegen::ir::{
+    AbiParam, ExtFuncData, ExternalName, FuncRef, InstBuilder, Signature, UserExternalName, Value,
+    types,
+};
+use cranelift_codegen::isa::CallConv;
+use varc_ir::DType;
+use varc_ir::kernel::{Access, Affine, BinaryFn, Expr, Kernel, Program, ReduceFn, Var};
+
+/// The symbol generated code calls (`varc_runtime::ukernel::varc_sgemm`).
+pub const SGEMM_SYMBOL: &str = "varc_sgemm";
+
+/// Smallest `m·n·k` worth a microkernel call (packing and call overhead).
+const MIN_WORK: usize = 4096;
+
+/// Runtime microkernels a JIT module links: the external-name index
+/// (namespace 0) `varc_sgemm` is imported under.
+#[derive(Clone, Copy, Debug)]
+pub struct Ukernels {
+    pub sgemm: u32,
+}
+
+/// `fn(m, n, k, a, rs_a, cs_a, b, rs_b, cs_b, c, rs_c, cs_c, accumulate: u32)`.
+pub fn sgemm_signature(cc: CallConv) -> Signature {
+    let mut sig = Signature::new(cc);
+    for _ in 0..12 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig.params.push(AbiParam::new(types::I32));
+    sig
+}
+
+/// A kernel recognised as batched matrix products plus an epilogue.
+pub struct Gemm {
+    a: Access,
+    b: Access,
+    /// Domain axes of C's rows and columns (`None`: extent 1).
+    m: Option<usize>,
+    n: Option<usize>,
+    /// The reduction variable and its extent.
+    kvar: Option<Var>,
+    k: usize,
+    batch: Vec<usize>,
+    /// The rest of the value, over the domain, reading C in place.
+    pub epilogue: Option<Kernel>,
+}
+
+fn f32_load(p: &Program, e: &Expr) -> Option<Access> {
+    match e {
+        Expr::Load { access, guards, .. }
+            if guards.is_empty()
+                && access.gathers.is_empty()
+                && p.buffer(access.buf).dtype == DType::F32 =>
+        {
+            Some((**access).clone())
+        }
+        _ => None,
+    }
+}
+
+/// Replaces every `Reduce` in `e` by `with`.
+fn replace_reduce(e: &Expr, with: &Expr) -> Expr {
+    let r = |x: &Expr| Box::new(replace_reduce(x, with));
+    match e {
+        Expr::Reduce { .. } => with.clone(),
+        Expr::Unary(f, a) => Expr::Unary(*f, r(a)),
+        Expr::Binary(f, a, b) => Expr::Binary(*f, r(a), r(b)),
+        Expr::Select(c, a, b) => Expr::Select(r(c), r(a), r(b)),
+        Expr::Cast(d, a) => Expr::Cast(*d, r(a)),
+        Expr::Load { .. } | Expr::Const { .. } | Expr::Index(_) => e.clone(),
+    }
+}
+
+/// Distinct domain points store to distinct elements (a sufficient test:
+/// sorted by stride, each stride exceeds the span of the smaller ones).
+fn injective(store: &Affine, domain: &[usize]) -> bool {
+    let mut axes: Vec<(i64, usize)> = Vec::new();
+    for (i, &n) in domain.iter().enumerate() {
+        if n > 1 {
+            let c = store.coeff(Var::Out(i)).unsigned_abs() as i64;
+            if c == 0 {
+                return false;
+            }
+            axes.push((c, n));
+        }
+    }
+    axes.sort();
+    let mut span = 0i64;
+    for (c, n) in axes {
+        if c <= span {
+            return false;
+        }
+        span += c * (n as i64 - 1);
+    }
+    true
+}
+
+/// Recognises `k` as a contraction the microkernel can run.
+pub fn recognise(p: &Program, k: &Kernel) -> Option<Gemm> {
+    let st = &k.store;
+    if p.buffer(st.buf).dtype != DType::F32
+        || !st.gathers.is_empty()
+        || k.reads().contains(&st.buf)
+        || !injective(&st.index, &k.domain)
+    {
+        return None;
+    }
+    let mut reduces = Vec::new();
+    k.value.visit(&mut |e| {
+        if let Expr::Reduce { op, vars, body } = e {
+            reduces.push((*op, vars.clone(), (**body).clone()));
+        }
+    });
+    let [(ReduceFn::Sum, vars, body)] = reduces.as_slice() else {
+        return None;
+    };
+    let Expr::Binary(BinaryFn::Mul, x, y) = body else {
+        return None;
+    };
+    let (x, y) = (f32_load(p, x)?, f32_load(p, y)?);
+    let long: Vec<_> = vars.iter().filter(|v| v.1 != 1).collect();
+    let (kvar, kext) = match long.as_slice() {
+        [] => (None, 1),
+        [(id, n)] => (Some(Var::Red(*id)), *n),
+        _ => return None,
+    };
+    let mut extents: Vec<(Var, usize)> = k
+        .domain
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (Var::Out(i), n))
+        .collect();
+    extents.extend(vars.iter().map(|&(id, n)| (Var::Red(id), n)));
+    let inside = |a: &Access| {
+        let len = p.buffer(a.buf).len() as i128;
+        index_range(&a.index, &[], &extents).is_none_or(|(lo, hi)| lo >= 0 && hi < len)
+    };
+    if !inside(&x) || !inside(&y) || !inside(st) {
+        return None;
+    }
+    let axes: Vec<usize> = (0..k.domain.len()).filter(|&i| k.domain[i] > 1).collect();
+    // The last axis read by `only` and not by `other`, preferring a
+    // contiguous store.
+    let pick = |only: &Access, other: &Access, prefer_unit: bool| -> Option<usize> {
+        let ok: Vec<usize> = axes
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let v = Var::Out(i);
+                only.index.coeff(v) != 0 && other.index.coeff(v) == 0
+            })
+            .collect();
+        let unit = ok.iter().rev().find(|&&i| st.index.coeff(Var::Out(i)) == 1);
+        match (prefer_unit, unit) {
+            (true, Some(&i)) => Some(i),
+            _ => ok.last().copied(),
+        }
+    };
+    let score = |a: &Access, b: &Access| {
+        let n = pick(b, a, true);
+        let m = pick(a, b, false);
+        let unit = n.is_some_and(|i| st.index.coeff(Var::Out(i)) == 1);
+        let ext = |ax: Option<usize>| ax.map_or(1, |i| k.domain[i]);
+        (unit, ext(m).min(ext(n)), m, n)
+    };
+    let (s1, s2) = (score(&x, &y), score(&y, &x));
+    let ((_, _, m, n), a, b) = if (s2.0, s2.1) > (s1.0, s1.1) {
+        (s2, y, x)
+    } else {
+        (s1, x, y)
+    };
+    let ext = |ax: Option<usize>| ax.map_or(1, |i| k.domain[i]);
+    let (me, ne) = (ext(m), ext(n));
+    if me < 2 || ne < 2 || me * ne * kext < MIN_WORK {
+        return None;
+    }
+    let batch = axes
+        .iter()
+        .copied()
+        .filter(|&i| Some(i) != m && Some(i) != n)
+        .collect();
+    let c_load = Expr::load(st.buf, st.index.clone());
+    let rest = replace_reduce(&k.value, &c_load);
+    let epilogue = (rest != c_load).then(|| Kernel {
+        name: k.name.clone(),
+        domain: k.domain.clone(),
+        store: st.clone(),
+        value: rest,
+    });
+    Some(Gemm {
+        a,
+        b,
+        m,
+        n,
+        kvar,
+        k: kext,
+        batch,
+        epilogue,
+    })
+}
+
+impl std::fmt::Display for Gemm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sgemm ukernel")?;
+        if !self.batch.is_empty() {
+            write!(f, " ×{} batch axes", self.batch.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl Em<'_, '_> {
+    fn import_sgemm(&mut self, uk: &Ukernels) -> FuncRef {
+        let cc = self.b.func.signature.call_conv;
+        let name = self
+            .b
+            .func
+            .declare_imported_user_function(UserExternalName::new(0, uk.sgemm));
+        let signature = self.b.import_signature(sgemm_signature(cc));
+        self.b.import_function(ExtFuncData {
+            name: ExternalName::user(name),
+            signature,
+            colocated: false,
+            patchable: false,
+        })
+    }
+
+    /// The batch loops around one `varc_sgemm` call per batch point.
+    pub fn gemm(&mut self, g: &Gemm, uk: &Ukernels) -> R<()> {
+        let f = self.import_sgemm(uk);
+        self.gemm_batch(g, f, 0, Point::default())
+    }
+
+    fn gemm_batch(&mut self, g: &Gemm, f: FuncRef, i: usize, pt: Point) -> R<()> {
+        let Some(&axis) = g.batch.get(i) else {
+            return self.gemm_call(g, f, &pt);
+        };
+        let n = self.k.domain[axis] as i64;
+        self.for_range(0, n, 1, |em, iv| {
+            em.gemm_batch(g, f, i + 1, pt.with(Var::Out(axis), iv, 0))
+        })
+    }
+
+    /// Base address of `a`'s matrix at the batch point `pt`.
+    fn gemm_base(&mut self, a: &Access, batch: &[usize], pt: &Point) -> R<Value> {
+        let mut addr = self.bases[&a.buf.0];
+        for &axis in batch {
+            let c = a.index.coeff(Var::Out(axis));
+            if c != 0 {
+                let (iv, _) = pt.get(Var::Out(axis))?;
+                let t = self.b.ins().imul_imm_s(iv, c * 4);
+                addr = self.b.ins().iadd(addr, t);
+            }
+        }
+        Ok(self.b.ins().iadd_imm_s(addr, a.index.offset * 4))
+    }
+
+    fn gemm_call(&mut self, g: &Gemm, f: FuncRef, pt: &Point) -> R<()> {
+        let coeff = |a: &Access, ax: Option<usize>| ax.map_or(0, |i| a.index.coeff(Var::Out(i)));
+        let kc = |a: &Access| g.kvar.map_or(0, |v| a.index.coeff(v));
+        let st = &self.k.store;
+        let ext = |ax: Option<usize>| ax.map_or(1, |i| self.k.domain[i]) as i64;
+        let (m, n) = (ext(g.m), ext(g.n));
+        let strides = [
+            coeff(&g.a, g.m),
+            kc(&g.a),
+            kc(&g.b),
+            coeff(&g.b, g.n),
+            coeff(st, g.m),
+            coeff(st, g.n),
+        ];
+        let st = st.clone();
+        let pa = self.gemm_base(&g.a, &g.batch, pt)?;
+        let pb = self.gemm_base(&g.b, &g.batch, pt)?;
+        let pc = self.gemm_base(&st, &g.batch, pt)?;
+        let c = |em: &mut Self, v: i64| em.b.ins().iconst(types::I64, v);
+        let args = [
+            c(self, m),
+            c(self, n),
+            c(self, g.k as i64),
+            pa,
+            c(self, strides[0]),
+            c(self, strides[1]),
+            pb,
+            c(self, strides[2]),
+            c(self, strides[3]),
+            pc,
+            c(self, strides[4]),
+            c(self, strides[5]),
+            self.b.ins().iconst(types::I32, 0),
+        ];
+        self.b.ins().call(f, &args);
+        Ok(())
+    }
+}

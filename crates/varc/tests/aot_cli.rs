@@ -1,0 +1,77 @@
+//! `varc run --emit obj|so --emit-to FILE`: the CLI side of AOT (the C
+//! round trip is tests/tests/aot.rs).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn model(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .join(name)
+}
+
+fn varc(args: &[&str], out: &Path) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_varc"))
+        .arg("run")
+        .arg(model("minvar_dyn18.onnx"))
+        .args(args)
+        .arg("--emit-to")
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn emit_obj_and_so_write_artifact_and_header() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aot-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (args, file, elf_type) in [
+        (vec!["--emit", "obj"], "m.o", 1u16),
+        (vec!["--emit", "so"], "m.so", 3u16),
+        (
+            vec!["--emit", "obj", "--target", "aarch64-unknown-linux-gnu"],
+            "m64.o",
+            1u16,
+        ),
+    ] {
+        let out = dir.join(file);
+        let (ok, stderr) = varc(&args, &out);
+        assert!(ok, "{stderr}");
+        assert!(stderr.contains("entry varc_minvar_dyn18_run"), "{stderr}");
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(&bytes[..4], b"\x7fELF");
+        assert_eq!(
+            u16::from_le_bytes([bytes[16], bytes[17]]),
+            elf_type,
+            "{file}"
+        );
+        let header = std::fs::read_to_string(out.with_extension("h")).unwrap();
+        assert!(header.contains("static inline int varc_minvar_dyn18_check_abi(void)"));
+        assert!(header.contains("#define VARC_MINVAR_DYN18_OUTPUT_0_SHAPE {1, 679, 64}"));
+    }
+}
+
+#[test]
+fn emit_obj_needs_a_file() {
+    let o = Command::new(env!("CARGO_BIN_EXE_varc"))
+        .arg("run")
+        .arg(model("minvar_dyn18.onnx"))
+        .args(["--emit", "obj"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--emit-to"));
+}
+
+#[test]
+fn emit_to_a_header_path_is_refused() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aot-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ok, stderr) = varc(&["--emit", "obj"], &dir.join("x.h"));
+    assert!(!ok);
+    assert!(stderr.contains(".h"), "{stderr}");
+}

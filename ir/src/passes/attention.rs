@@ -1,0 +1,251 @@
+//! Scaled dot-product attention decompositions → `Op::Attention`:
+//! `MatMul(Q·a, Kᵀ·b) → [·c or /c] → [+ mask] → Softmax(last) → MatMul(·, V)`
+//! with Kᵀ any chain of layout ops equal to swapping K's last two axes, and
+//! scalar factors a, b, c anywhere (scale = a·b·c). 4-D (B, H, S, hd) forms
+//! become 4-D Attention; 3-D (B, S, hd) forms 3-D Attention with one head.
+
+use super::matchers::{add, binary, out0, permute, product, shape, sole_user, trace_layout};
+use super::{Pass, PassCx, PassReport};
+use crate::error::IrError;
+use crate::graph::{Graph, NodeId, ValueRef};
+use crate::op::{AttentionAttrs, BinaryOp, Op};
+
+pub struct FuseAttention;
+
+impl Pass for FuseAttention {
+    fn name(&self) -> &'static str {
+        "fuse-attention"
+    }
+    fn about(&self) -> &'static str {
+        "MatMul(Q,Kᵀ)→[scale]→[+mask]→Softmax→MatMul(·,V) → Attention"
+    }
+    fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<PassReport, IrError> {
+        let mut rep = PassReport::new(self.name());
+        let anchors: Vec<NodeId> = g
+            .nodes()
+            .filter(|(_, n)| matches!(n.op, Op::Softmax { log: false, .. }))
+            .map(|(id, _)| id)
+            .collect();
+        for id in anchors {
+            let name = g.node(id).name.clone();
+            let m = match find(g, cx, id) {
+                Ok(m) => m,
+                Err(why) => {
+                    rep.skip(&name, why);
+                    continue;
+                }
+            };
+            let what = format!(
+                "{}-D Attention(scale={}{})",
+                m.rank,
+                m.scale,
+                if m.mask.is_some() {
+                    ", additive mask"
+                } else {
+                    ""
+                }
+            );
+            if !cx.allow(self.name(), &name, &what) {
+                continue;
+            }
+            let heads = (m.rank == 3).then_some(1);
+            let attrs = AttentionAttrs {
+                is_causal: false,
+                q_num_heads: heads,
+                kv_num_heads: heads,
+                scale: Some(m.scale as f32),
+                softcap: 0.0,
+                qk_matmul_output_mode: 0,
+                softmax_precision: 0,
+            };
+            let ins = [Some(m.q), Some(m.k), Some(m.v), m.mask];
+            let y = add(g, &format!("{name}_attention"), Op::Attention(attrs), &ins);
+            super::matchers::replace(g, m.top, y);
+            rep.fire(name, what);
+        }
+        if rep.changed() {
+            super::eliminate_dead(g);
+        }
+        Ok(rep)
+    }
+}
+
+struct Match {
+    q: ValueRef,
+    k: ValueRef,
+    v: ValueRef,
+    mask: Option<ValueRef>,
+    scale: f64,
+    rank: usize,
+    top: ValueRef,
+}
+
+fn is_matmul(g: &Graph, v: ValueRef) -> bool {
+    matches!(g.node(v.node).op, Op::MatMul)
+}
+
+fn find(g: &Graph, cx: &PassCx, id: NodeId) -> Result<Match, String> {
+    let n = g.node(id);
+    let Op::Softmax {
+        axis, coerce_2d, ..
+    } = n.op
+    else {
+        unreachable!()
+    };
+    let s = n.inputs[0].ok_or("no operand")?;
+    let ss = shape(g, s).ok_or("no static shape")?;
+    let rank = ss.len();
+    if !(rank == 3 || rank == 4) || coerce_2d || !(axis == -1 || axis == rank as i64 - 1) {
+        return Err("not a softmax over the last axis of a 3-D or 4-D tensor".into());
+    }
+    let user = sole_user(g, out0(id)).ok_or("probabilities have other users")?;
+    let un = g.node(user);
+    if !matches!(un.op, Op::MatMul) || un.inputs[0] != Some(out0(id)) {
+        return Err("probabilities are not multiplied by V".into());
+    }
+    let v = un.inputs[1].ok_or("no V")?;
+    // Optional additive mask.
+    let (scores, mask) = match binary(g, s.node, BinaryOp::Add) {
+        Some((a, b)) => {
+            let scored = |x: ValueRef| product(g, cx, x, 3).leaves.iter().any(|&l| is_matmul(g, l));
+            let (sc, m) = if scored(a) { (a, b) } else { (b, a) };
+            (sc, Some(m))
+        }
+        None => (s, None),
+    };
+    let p = product(g, cx, scores, 3);
+    let [mm] = p.leaves.as_slice() else {
+        return Err("scores are not a scaled MatMul".into());
+    };
+    if !is_matmul(g, *mm) {
+        return Err("scores are not a scaled MatMul".into());
+    }
+    let mmn = g.node(mm.node);
+    let (qq, kk) = (mmn.inputs[0].ok_or("no Q")?, mmn.inputs[1].ok_or("no Kᵀ")?);
+    let pq = product(g, cx, qq, 3);
+    let pk = product(g, cx, kk, 3);
+    // A non-scalar factor on Q (e.g. a per-head scale) stays inside Q.
+    let (q, q_coeff) = match pq.leaves.as_slice() {
+        [q] => (*q, pq.coeff),
+        _ => (qq, 1.0),
+    };
+    let q = &q;
+    let [kt] = pk.leaves.as_slice() else {
+        return Err("Kᵀ is a product of tensors".into());
+    };
+    let k = find_k(g, *kt, rank).ok_or("Kᵀ is not K with its last two axes swapped")?;
+    let (qs, ks, vs) = (
+        shape(g, *q).ok_or("Q shape")?,
+        shape(g, k).ok_or("K shape")?,
+        shape(g, v).ok_or("V shape")?,
+    );
+    let lead = rank - 2;
+    if qs.len() != rank || vs.len() != rank || qs[..lead] != ks[..lead] || vs[..lead] != ks[..lead]
+    {
+        return Err(format!(
+            "Q {qs:?}, K {ks:?}, V {vs:?} do not fit one attention"
+        ));
+    }
+    if let Some(m) = mask {
+        let ms = shape(g, m).ok_or("mask shape")?;
+        let dt = |x: ValueRef| g.value(x).ty.as_ref().map(|t| t.dtype);
+        let lead_ones = ms.len() <= 2 || ms[..ms.len() - 2].iter().all(|&d| d == 1);
+        if ms.len() > rank || dt(m) != dt(*q) || (rank == 3 && !lead_ones) {
+            return Err(format!("mask {ms:?} cannot be an Attention mask here"));
+        }
+    }
+    Ok(Match {
+        q: *q,
+        k,
+        v,
+        mask,
+        scale: p.coeff * q_coeff * pk.coeff,
+        rank,
+        top: out0(user),
+    })
+}
+
+/// The tensor K (rank `rank`) that the layout chain ending at `kt` turns
+/// into Kᵀ (last two axes swapped).
+fn find_k(g: &Graph, kt: ValueRef, rank: usize) -> Option<ValueRef> {
+    let mut cand = kt;
+    for _ in 0..6 {
+        let n = g.node(cand.node);
+        if !super::matchers::is_layout(&n.op) {
+            return None;
+        }
+        cand = n.inputs[0]?;
+        let cs = shape(g, cand)?;
+        if cs.len() != rank {
+            continue;
+        }
+        let mut perm: Vec<usize> = (0..rank).collect();
+        perm.swap(rank - 1, rank - 2);
+        let iota: Vec<usize> = (0..cs.iter().product()).collect();
+        let want = permute(&iota, &cs, &perm)?;
+        let want_shape: Vec<usize> = perm.iter().map(|&p| cs[p]).collect();
+        if shape(g, kt)? == want_shape && trace_layout(g, cand, kt)? == want {
+            return Some(cand);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infer::tests::B;
+    use crate::passes::testing::{kinds, run_one};
+
+    #[test]
+    fn sdpa_with_scale_and_mask_fuses() {
+        let mut b = B::default();
+        let q = b.input("q", "f32[1,2,5,4]");
+        let k = b.input("k", "f32[1,2,6,4]");
+        let v = b.input("v", "f32[1,2,6,3]");
+        let mask = b.input("m", "f32[5,6]");
+        let kt = b.op(
+            Op::Transpose {
+                perm: Some(vec![0, 1, 3, 2]),
+            },
+            &[k],
+        );
+        let s = b.op(Op::MatMul, &[q, kt]);
+        let c = b.floats(&[2.0]);
+        let s = b.op(Op::Binary(BinaryOp::Div), &[s, c]);
+        let s = b.op(Op::Binary(BinaryOp::Add), &[s, mask]);
+        let p = b.op(
+            Op::Softmax {
+                axis: -1,
+                log: false,
+                coerce_2d: false,
+            },
+            &[s],
+        );
+        let y = b.op(Op::MatMul, &[p, v]);
+        b.g.outputs = vec![y];
+        let rep = run_one(&mut b.g, Box::new(FuseAttention));
+        assert_eq!(rep.fired.len(), 1, "{rep:?}");
+        assert!(rep.fired[0].what.contains("scale=0.5"), "{rep:?}");
+        assert_eq!(kinds(&b.g), ["Attention"]);
+    }
+
+    #[test]
+    fn softmax_on_other_axis_is_left() {
+        let mut b = B::default();
+        let q = b.input("q", "f32[2,5,4]");
+        let k = b.input("k", "f32[2,4,5]");
+        let s = b.op(Op::MatMul, &[q, k]);
+        let p = b.op(
+            Op::Softmax {
+                axis: 1,
+                log: false,
+                coerce_2d: false,
+            },
+            &[s],
+        );
+        b.g.outputs = vec![p];
+        let rep = run_one(&mut b.g, Box::new(FuseAttention));
+        assert!(rep.fired.is_empty() && rep.skipped.len() == 1, "{rep:?}");
+    }
+}
