@@ -5,6 +5,9 @@ Usage (from the repository root):
 
     python3 models/generate.py                 # every model
     python3 models/generate.py minvar var_tf   # only these models (manifest entries of the others are kept)
+    python3 models/generate.py --d16 [OUT_DIR] [--batch B]
+                                               # the VAR-d16-shaped benchmark model (not shipped;
+                                               # default OUT_DIR target/bench/var_d16)
 
 The script re-executes itself inside the project venv (.venv-models, created by
 `scripts/python-env.sh models`) when torch is not importable.
@@ -1297,6 +1300,15 @@ without qkv bias (rotary dim 32 per axis), gated GELU-erf MLP (hidden 170); Fina
 }
 
 
+D16_README = (
+    "`python3 models/generate.py --d16 [OUT_DIR] [--batch B]` writes the VAR-d16-shaped benchmark model "
+    "(not shipped, not in the manifest; default OUT_DIR `target/bench/var_d16/`, gitignored): the same "
+    "teacher-forced VAR code as `var_tf` at C = 1024, 16 heads of head_dim 64, depth 16, vocabulary 4096 "
+    "(310 M parameters, 1.24 GB), random weights, dynamo exporter at opset 18, batch B (default 1), with "
+    "seeded `var_d16_dyn18.inputs.safetensors` and a `var_d16_dyn18.json` of facts; no goldens. "
+    "`tests/bench/bench.py --d16` builds it once and benchmarks it.\n")
+
+
 def fmt_shape(s):
     return "[" + ", ".join(str(d) for d in s) + "]"
 
@@ -1313,6 +1325,7 @@ def write_readme(entries, failures):
              "torch 2.15.0, onnx 1.23.2, onnxscript 0.7.2, onnxruntime 1.32.0). Seeds are fixed and "
              "`torch.set_num_threads(2)`; weights are random (default torch init, adaLN/gamma/GroupNorm/RMSNorm "
              "weights nonzero and non-trivial so every path matters).\n")
+    L.append(D16_README)
     L.append("## Files and conventions\n")
     L.append("- `<model>_<exporter>.onnx`: `ts17` = TorchScript exporter (`dynamo=False`), opset 17; `dyn18` / "
              "`dyn23` = dynamo exporter (torch.export + onnxscript, `optimize=True`) at opset 18 / 23. "
@@ -1410,5 +1423,71 @@ MODEL_NOTES = {
 }
 
 
+# =============================================================================
+# VAR-d16-shaped benchmark model (generated on demand, never committed)
+# =============================================================================
+VAR_D16_CFG = dict(C=1024, depth=16, heads=16, vocab=4096, Cvae=32, num_classes=1000, norm_eps=1e-6)
+PROTOBUF_LIMIT = 2 * 1024 ** 3
+
+
+def gen_var_d16(out_dir, batch=1, stem="var_d16_dyn18"):
+    """The teacher-forced VAR transformer (same code as var_tf: VAR.forward_tf via VarTF) at the
+    VAR-d16 shape: C = 1024, 16 heads of head_dim 64, depth 16, FFN 4096, vocabulary 4096, 680
+    tokens; random weights (seed 1600), dynamo exporter at opset 18. Writes OUT_DIR/<stem>.onnx
+    (external data <stem>.onnx.data only if the weights pass the 2 GB protobuf limit),
+    <stem>.inputs.safetensors (seeded; keys = graph input names) and <stem>.json (facts).
+    No goldens. Used by tests/bench/bench.py --d16."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, stem + ".onnx")
+    t0 = time.time()
+    seed_all(1600)
+    var = VAR(**VAR_D16_CFG).eval()
+    params = sum(p.numel() for p in var.parameters())
+    weight_bytes = params * 4 + sum(b.numel() * b.element_size() for b in var.buffers())
+    external = weight_bytes > PROTOBUF_LIMIT - 64 * 1024 ** 2
+    g = torch.Generator().manual_seed(1601)
+    labels = [7, VAR_D16_CFG["num_classes"]] * ((batch + 1) // 2)
+    label = torch.tensor(labels[:batch], dtype=torch.int64)  # CFG order: class 7, null class 1000
+    x = torch.randn(batch, VAR_L - 1, VAR_D16_CFG["Cvae"], generator=g)
+    in_names, out_names = ["label", "x_BLCv_wo_first_l"], ["logits"]
+    print(f"var_d16: {params/1e6:.1f} M parameters, {weight_bytes/1e9:.2f} GB of weights, batch {batch}, "
+          f"external data: {external}", flush=True)
+    for f in (path, path + ".data"):
+        if os.path.exists(f):
+            os.remove(f)
+    buf = io.StringIO()
+    with torch.no_grad(), quiet_fds(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        prog = torch.onnx.export(VarTF(var).eval(), (label, x), dynamo=True, opset_version=18,
+                                 input_names=in_names, output_names=out_names,
+                                 external_data=external, optimize=True)
+        prog.save(path, external_data=external)
+    t_export = time.time() - t0
+    graph_in = [i.name for i in onnx.load(path, load_external_data=False).graph.input]
+    assert graph_in == in_names, graph_in
+    save_file({"label": label.numpy(), "x_BLCv_wo_first_l": x.numpy()},
+              os.path.join(out_dir, stem + ".inputs.safetensors"))
+    facts = dict(file=stem + ".onnx", model="var_d16", exporter="dynamo", opset=18, batch=batch,
+                 config=VAR_D16_CFG, tokens=VAR_L, parameters=params, weight_bytes=weight_bytes,
+                 external_data=external, onnx_bytes=os.path.getsize(path), export_s=round(t_export, 1),
+                 torch=torch.__version__, seed=1600)
+    with open(os.path.join(out_dir, stem + ".json"), "w") as f:
+        json.dump(facts, f, indent=1)
+    print(f"var_d16: wrote {path} ({facts['onnx_bytes']/1e9:.2f} GB) in {t_export:.0f} s")
+    return path
+
+
+def main_d16(argv):
+    import argparse
+    ap = argparse.ArgumentParser(prog="generate.py --d16",
+                                 description="write the VAR-d16-shaped benchmark model (not committed)")
+    ap.add_argument("out_dir", nargs="?", default=os.path.join(ROOT, "target", "bench", "var_d16"))
+    ap.add_argument("--batch", type=int, default=1)
+    a = ap.parse_args(argv)
+    gen_var_d16(a.out_dir, a.batch)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--d16"]:
+        main_d16(sys.argv[2:])
+    else:
+        main()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Creates (once) and prints the path of a project virtual environment.
-# Usage: scripts/python-env.sh test|models
+# Usage: scripts/python-env.sh test|models|ptx
 # - test:   what the test suite needs (onnx for the ONNX node tests, numpy)
 # - models: what models/generate.py needs to regenerate the shipped models
+# - ptx:    NVIDIA's ptxas (nvidia-cuda-nvcc-cu12) to validate emitted PTX
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 kind="${1:-test}"

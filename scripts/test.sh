@@ -3,6 +3,9 @@
 # runs formatting and lint checks and the whole test suite.
 #   - a Python venv with the `onnx` package (scripts/python-env.sh test), which
 #     generates the ONNX backend node test cases into tests/data/generated/node;
+#   - a Python venv with NVIDIA's ptxas (scripts/python-env.sh ptx, the pip
+#     wheel nvidia-cuda-nvcc-cu12), exported as VARC_PTXAS: tests/tests/ptxas.rs
+#     assembles the CUDA backend's PTX for every shipped model with it;
 #   - cargo fmt --check, cargo clippy -D warnings, cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +25,13 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/
   fi
 fi
 venv="$(scripts/python-env.sh test)"
+ptx_venv="$(scripts/python-env.sh ptx)"
+VARC_PTXAS="$(ls "$ptx_venv"/lib/python3*/site-packages/nvidia/cuda_nvcc/bin/ptxas 2>/dev/null | head -n 1 || true)"
+if [ -z "$VARC_PTXAS" ]; then
+  echo "ptxas not found under $ptx_venv (pip package nvidia-cuda-nvcc-cu12)" >&2
+  exit 1
+fi
+export VARC_PTXAS
 
 cases=tests/data/generated/node
 stamp="$cases/index.json"

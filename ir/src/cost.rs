@@ -12,6 +12,8 @@
 //! - reductions and global pools: one per input element; windowed pools: one
 //!   per output element per kernel tap;
 //! - Resize: output elements × taps (1 nearest, 2 linear, 4 cubic per resized axis);
+//! - Resample: applied one axis at a time, as lowered: for each mapped axis
+//!   in order, the elements of the partial result × that map's most taps;
 //! - pure data movement (Reshape, Transpose, Gather, Slice, ...): 0.
 //!
 //! Anything whose needed dims are symbolic counts 0.
@@ -133,6 +135,21 @@ fn flops(node: &Node, ins: &[Option<&TypeInfo>], outs: &[TypeInfo]) -> Option<u6
                 .filter(|(a, b)| a != b)
                 .count();
             out()?.checked_mul(per_axis.checked_pow(resized as u32)?)?
+        }
+        Op::Resample { maps } => {
+            let mut dims: Vec<u64> = (0..input(0)?.shape.rank())
+                .map(|i| dim(input(0)?, i))
+                .collect::<Option<_>>()?;
+            let mut total = 0u64;
+            for (d, m) in maps.iter().enumerate() {
+                let Some(m) = m.as_ref().filter(|m| !m.is_identity()) else {
+                    continue;
+                };
+                *dims.get_mut(d)? = m.out_len as u64;
+                let n = prod(dims.iter().map(|&v| Some(v)))?;
+                total = total.checked_add(n.checked_mul(m.max_taps().max(1) as u64)?)?;
+            }
+            total
         }
         _ => 0,
     })

@@ -293,6 +293,14 @@ pub enum Op {
     GlobalMaxPool,
     /// Resize(X, roi?, scales?, sizes?)
     Resize(ResizeAttrs),
+    /// Resample(X): a constant linear map per axis (`None`: the axis is
+    /// untouched), applied separably. Internal: the importer never makes it;
+    /// the `fold-resample` pass turns constant Resizes, AveragePool(k = s)
+    /// and the exporters' area-downsampling subgraphs into it. Float only;
+    /// the maps have no `fill` rows.
+    Resample {
+        maps: Vec<Option<crate::resample::AxisMap>>,
+    },
     /// Reshape(data, shape)
     Reshape {
         allowzero: bool,
@@ -424,6 +432,7 @@ impl Op {
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::GlobalMaxPool => "GlobalMaxPool",
             Op::Resize(_) => "Resize",
+            Op::Resample { .. } => "Resample",
             Op::Reshape { .. } => "Reshape",
             Op::Transpose { .. } => "Transpose",
             Op::Concat { .. } => "Concat",

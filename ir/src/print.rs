@@ -419,6 +419,10 @@ pub fn op_text(op: &Op) -> String {
                 "keep_aspect_ratio_policy",
                 aspect(r.keep_aspect_ratio_policy),
             ),
+        Op::Resample { maps } => maps.iter().enumerate().fold(a, |a, (d, m)| match m {
+            Some(m) => a.kv(&format!("axis{d}"), axis_map_text(m)),
+            None => a,
+        }),
         Op::Reshape { allowzero } => a.when(*allowzero, "allowzero", 1),
         Op::Transpose { perm } => a.list("perm", perm.as_deref()),
         Op::Concat { axis }
@@ -454,6 +458,30 @@ pub fn op_text(op: &Op) -> String {
     } else {
         format!("{}{{{}}}", op.kind(), a.0.join(", "))
     }
+}
+
+/// Maps with at most this many taps print them all.
+const SMALL_MAP: usize = 16;
+
+/// `in→out` and the taps (`[i:w i:w; …]`, one group per output) when the
+/// map is small, `<T taps>` (the most of any output) otherwise.
+fn axis_map_text(m: &crate::resample::AxisMap) -> String {
+    let n: usize = m.taps.iter().map(Vec::len).sum();
+    if n > SMALL_MAP {
+        return format!("{}→{} <{} taps>", m.in_len, m.out_len, m.max_taps());
+    }
+    let rows: Vec<String> = m
+        .taps
+        .iter()
+        .map(|t| {
+            let t: Vec<String> = t
+                .iter()
+                .map(|&(i, w)| format!("{i}:{}", f32num(w as f32)))
+                .collect();
+            t.join(" ")
+        })
+        .collect();
+    format!("{}→{} [{}]", m.in_len, m.out_len, rows.join("; "))
 }
 
 fn resize_mode(m: ResizeMode) -> &'static str {

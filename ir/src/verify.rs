@@ -143,6 +143,7 @@ pub fn arity(op: &Op) -> (usize, usize, usize, usize) {
         | Op::LeakyRelu { .. }
         | Op::HardSigmoid { .. }
         | Op::AveragePool { .. }
+        | Op::Resample { .. }
         | Op::GlobalAveragePool
         | Op::GlobalMaxPool
         | Op::Transpose { .. }

@@ -74,3 +74,41 @@ fn shipped_models_match_goldens_on_reference_backend() {
 fn shipped_models_match_goldens_on_cpu_backend() {
     check_all(Backend::Cpu);
 }
+
+/// Runs on two threads give bit-identical outputs to one-thread runs (each
+/// output element is computed by one thread in the same order).
+#[test]
+fn shipped_models_are_bit_identical_on_one_and_two_threads() {
+    let dir = models_dir();
+    let mut failures = Vec::new();
+    for m in shipped_models() {
+        let run = || -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+            let inputs = read_tensors(&dir.join(&m.inputs))?;
+            let model = varc::load_for_inputs(&dir.join(&m.file), &Default::default(), &inputs)?;
+            let one = model.compile_host()?;
+            let got1 = one.run(&inputs)?;
+            let two = one.with_threads(2);
+            // Twice: the second run reuses the workers and the arena.
+            two.run(&inputs)?;
+            let got2 = two.run(&inputs)?;
+            let mut diff = Vec::new();
+            for ((n, a), (_, b)) in got1.iter().zip(&got2) {
+                let (x, y) = (a.data().to_le_bytes(), b.data().to_le_bytes());
+                if x != y {
+                    diff.push((n.clone(), x));
+                }
+            }
+            Ok(diff)
+        };
+        match run() {
+            Ok(d) if d.is_empty() => {}
+            Ok(d) => failures.push(format!(
+                "{}: outputs {:?} differ",
+                m.file,
+                d.iter().map(|x| &x.0).collect::<Vec<_>>()
+            )),
+            Err(e) => failures.push(format!("{}: {e:#}", m.file)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

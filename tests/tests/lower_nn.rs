@@ -123,6 +123,57 @@ impl Case {
 const RTOL: f64 = 1e-5;
 const ATOL: f64 = 1e-6;
 
+// ---------------------------------------------------------------- Resample
+
+/// `Op::Resample` (made by the fold-resample pass): composed bicubic/area
+/// maps, a gather map, untouched axes; f32 and f64.
+#[test]
+fn resample_maps() {
+    use varc_ir::resample::{AxisMap, area_map, axis_map};
+    let cubic = rattrs(ResizeMode::Cubic, CoordMode::HalfPixel);
+    let up = axis_map(3, 16, 16.0 / 3.0, (0.0, 1.0), &cubic).unwrap();
+    let folded = area_map(16, 6).compose(&up).unwrap();
+    let pick = AxisMap {
+        out_len: 4,
+        in_len: 5,
+        taps: vec![
+            vec![(4, 1.0)],
+            vec![(0, 1.0)],
+            vec![(2, 1.0)],
+            vec![(2, 1.0)],
+        ],
+        fill: vec![None; 4],
+    };
+    type Maps = Vec<Option<AxisMap>>;
+    let cases: Vec<(u64, DType, Vec<usize>, Maps)> = vec![
+        (
+            900,
+            DType::F32,
+            vec![2, 4, 3, 3],
+            vec![None, None, Some(folded.clone()), Some(folded)],
+        ),
+        (
+            901,
+            DType::F32,
+            vec![2, 5, 7],
+            vec![None, Some(pick.clone()), Some(area_map(7, 3))],
+        ),
+        (
+            902,
+            DType::F64,
+            vec![5, 16],
+            vec![Some(pick), Some(area_map(16, 5))],
+        ),
+        (903, DType::F32, vec![2, 3], vec![None, Some(up)]),
+    ];
+    for (seed, dtype, shape, maps) in cases {
+        let mut c = Case::new(seed);
+        let x = c.x(dtype, &shape);
+        let y = c.node(Op::Resample { maps }, vec![Some(x)], 1);
+        c.check(y, RTOL, ATOL, &format!("resample {shape:?}"));
+    }
+}
+
 // ---------------------------------------------------------------- MatMul
 
 #[test]
@@ -361,6 +412,46 @@ fn conv_variants() {
         C {
             x: &[1, 32, 16, 16],
             w: &[16, 32, 3, 3],
+            pads: &[1, 1, 1, 1],
+            bias: true,
+            ..base
+        },
+        // Large enough for the im2col form: groups, strides with dilation
+        // and uneven pads, 1-D, 3-D, and (col over 2^20 elements) chunks.
+        C {
+            x: &[2, 8, 13, 17],
+            w: &[12, 4, 3, 3],
+            group: 2,
+            pads: &[1, 1, 1, 1],
+            bias: true,
+            ..base
+        },
+        C {
+            x: &[1, 6, 20, 23],
+            w: &[8, 6, 3, 5],
+            strides: &[2, 3],
+            dil: &[2, 1],
+            pads: &[0, 3, 2, 1],
+            ..base
+        },
+        C {
+            x: &[2, 8, 150],
+            w: &[16, 8, 5],
+            pads: &[2, 3],
+            strides: &[2],
+            bias: true,
+            ..base
+        },
+        C {
+            x: &[1, 4, 6, 7, 9],
+            w: &[8, 4, 3, 3, 3],
+            pads: &[1, 0, 1, 1, 2, 1],
+            bias: true,
+            ..base
+        },
+        C {
+            x: &[1, 16, 96, 96],
+            w: &[8, 16, 3, 3],
             pads: &[1, 1, 1, 1],
             bias: true,
             ..base

@@ -1,6 +1,12 @@
-//! The kernel function's frame: signature `fn(bufs: *const *mut u8) -> i32`,
-//! buffer base addresses, the shared failure exit, and calls to the
-//! imported library functions.
+//! The kernel function's frame: signature
+//! `fn(bufs: *const *mut u8, lo: i64, hi: i64) -> i32`, buffer base
+//! addresses, the shared failure exit, and calls to the imported library
+//! functions.
+//!
+//! `lo..hi` selects a share of the kernel's work for parallel runs: the
+//! points whose *split axis* (see `kernel::split_axis`) lies in that range,
+//! clamped to the axis' extent, so `0, i64::MAX` runs every point. Kernels
+//! without a split axis ignore the range and run every point.
 
 use crate::expr::Em;
 use crate::math::Libm;
@@ -11,10 +17,11 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 
-/// `extern "C" fn(bufs: *const *mut u8) -> i32` on a 64-bit target.
+/// `extern "C" fn(bufs: *const *mut u8, lo: i64, hi: i64) -> i32` on a
+/// 64-bit target.
 pub fn kernel_signature(cc: CallConv) -> Signature {
     let mut sig = Signature::new(cc);
-    sig.params.push(AbiParam::new(types::I64));
+    sig.params.extend([AbiParam::new(types::I64); 3]);
     sig.returns.push(AbiParam::new(types::I32));
     sig
 }
@@ -29,17 +36,25 @@ pub fn libm_signature(f: Libm, cc: CallConv) -> Signature {
     sig
 }
 
-/// Creates the entry block (returning the `bufs` pointer) and the failure
-/// block (one i32 parameter, returned as the status).
-pub fn begin(b: &mut FunctionBuilder) -> (Value, Block) {
+/// The entry block's parameters.
+pub struct Entry {
+    pub bufs: Value,
+    pub lo: Value,
+    pub hi: Value,
+    /// The failure block (one i32 parameter, returned as the status).
+    pub fail: Block,
+}
+
+/// Creates the entry block and the failure block.
+pub fn begin(b: &mut FunctionBuilder) -> Entry {
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     b.seal_block(entry);
-    let bufs = b.block_params(entry)[0];
+    let [bufs, lo, hi] = [0, 1, 2].map(|i| b.block_params(entry)[i]);
     let fail = b.create_block();
     b.append_block_param(fail, types::I32);
-    (bufs, fail)
+    Entry { bufs, lo, hi, fail }
 }
 
 /// Returns 0 from the current block, then fills in the failure block.

@@ -276,7 +276,10 @@ pub fn compile_object(
         b.append_block_param(fail, types::I32);
         for &kid in &kernel_ids {
             let fref = module.declare_func_in_func(kid, b.func);
-            let call = b.ins().call(fref, &[table]);
+            // The whole domain: lo = 0, hi = i64::MAX (clamped by the kernel).
+            let lo = b.ins().iconst(types::I64, 0);
+            let hi = b.ins().iconst(types::I64, i64::MAX);
+            let call = b.ins().call(fref, &[table, lo, hi]);
             let status = b.inst_results(call)[0];
             let next = b.create_block();
             b.ins().brif(status, fail, &[status.into()], next, &[]);

@@ -60,6 +60,9 @@ pub(crate) struct Em<'a, 'f> {
     pub extents: Vec<(Var, usize)>,
     /// The vectorised axis while emitting vector code.
     pub lane: Option<Var>,
+    /// The split axis and its run-time range `lo..hi` (already clamped to
+    /// the axis' extent), when the kernel runs a share of its points.
+    pub split: Option<(usize, Value, Value)>,
 }
 
 impl<'f> Em<'_, 'f> {

@@ -56,7 +56,8 @@ pub struct Gemm {
     /// The reduction variable and its extent.
     kvar: Option<Var>,
     k: usize,
-    batch: Vec<usize>,
+    /// Domain axes looped around the calls, outermost first.
+    pub batch: Vec<usize>,
     /// The rest of the value, over the domain, reading C in place.
     pub epilogue: Option<Kernel>,
 }
@@ -89,7 +90,7 @@ fn replace_reduce(e: &Expr, with: &Expr) -> Expr {
 
 /// Distinct domain points store to distinct elements (a sufficient test:
 /// sorted by stride, each stride exceeds the span of the smaller ones).
-fn injective(store: &Affine, domain: &[usize]) -> bool {
+pub(crate) fn injective(store: &Affine, domain: &[usize]) -> bool {
     let mut axes: Vec<(i64, usize)> = Vec::new();
     for (i, &n) in domain.iter().enumerate() {
         if n > 1 {
@@ -252,9 +253,11 @@ impl Em<'_, '_> {
             return self.gemm_call(g, f, &pt);
         };
         let n = self.k.domain[axis] as i64;
-        self.for_range(0, n, 1, |em, iv| {
-            em.gemm_batch(g, f, i + 1, pt.with(Var::Out(axis), iv, 0))
-        })
+        let body = |em: &mut Self, iv| em.gemm_batch(g, f, i + 1, pt.with(Var::Out(axis), iv, 0));
+        match self.split {
+            Some((s, lo, hi)) if s == axis => self.for_dynamic(lo, hi, body),
+            _ => self.for_range(0, n, 1, body),
+        }
     }
 
     /// Base address of `a`'s matrix at the batch point `pt`.

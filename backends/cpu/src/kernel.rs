@@ -7,7 +7,7 @@ use crate::gemm::{self, Ukernels};
 use crate::math::Imports;
 use crate::plan::{LANES, Plan};
 use crate::{CodegenError, check, isa, plan};
-use cranelift_codegen::ir::{Function, UserFuncName};
+use cranelift_codegen::ir::{Function, InstBuilder, UserFuncName, types};
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use std::collections::HashMap;
@@ -17,6 +17,47 @@ use varc_ir::kernel::{Kernel, Program, Var};
 pub struct Built {
     pub func: Function,
     pub plan: Plan,
+    /// The domain axis whose range the function's `lo..hi` selects (see
+    /// [`split_axis`]); `None`: the function ignores the range.
+    pub split: Option<usize>,
+    /// Rough cost of the whole kernel (points × reduction extents), for
+    /// deciding whether a parallel run pays.
+    pub work: u64,
+}
+
+/// The axis a kernel's work is split along for parallel runs: its first
+/// domain axis longer than 1, when that axis is a plain outer loop of the
+/// plan (of the epilogue too, for sgemm kernels, where it must be the
+/// first batch axis) and distinct points store to distinct elements that
+/// no other point reads. Each share then computes its points exactly as a
+/// whole run would, so results do not depend on how the range is cut.
+pub fn split_axis(k: &Kernel, plan: Plan, gemm: Option<&gemm::Gemm>) -> Option<usize> {
+    let a = k.domain.iter().position(|&n| n > 1)?;
+    let st = &k.store;
+    if !st.gathers.is_empty()
+        || !gemm::injective(&st.index, &k.domain)
+        || plan::reads_elsewhere(k, st)
+    {
+        return None;
+    }
+    let d = k.domain.len();
+    let outer_ok = match gemm {
+        Some(g) => g.batch.first() == Some(&a) && (g.epilogue.is_none() || a < plan.outer_axes(d)),
+        None => a < plan.outer_axes(d),
+    };
+    outer_ok.then_some(a)
+}
+
+/// Points × (1 + the extents of every reduction), saturating.
+fn work(k: &Kernel) -> u64 {
+    let mut inner = 1u64;
+    k.value.visit(&mut |e| {
+        if let varc_ir::kernel::Expr::Reduce { vars, .. } = e {
+            let n = vars.iter().fold(1u64, |a, v| a.saturating_mul(v.1 as u64));
+            inner = inner.saturating_add(n);
+        }
+    });
+    (k.points() as u64).saturating_mul(inner)
 }
 
 /// Builds the CLIF function for `k` (pure Cranelift: the code calls
@@ -56,7 +97,17 @@ pub fn build_with(
     let mut func = Function::with_name_signature(UserFuncName::user(0, 0), sig);
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let (bufs, fail) = abi::begin(&mut b);
+    let abi::Entry { bufs, lo, hi, fail } = abi::begin(&mut b);
+    let split = split_axis(k, plan, gemm.as_ref());
+    let range = split.map(|a| {
+        // Clamp lo..hi to 0..extent so any range the caller passes stays
+        // inside the domain (the static bounds checks assume it).
+        let n = b.ins().iconst(types::I64, k.domain[a] as i64);
+        let zero = b.ins().iconst(types::I64, 0);
+        let lo = b.ins().smax(lo, zero);
+        let hi = b.ins().smin(hi, n);
+        (a, lo, hi)
+    });
     let mut used = k.reads();
     used.push(k.store.buf);
     let bases: HashMap<usize, _> = used
@@ -74,6 +125,7 @@ pub fn build_with(
         funcs: HashMap::new(),
         extents: vec![],
         lane: None,
+        split: range,
     };
     if !k.domain.contains(&0) {
         match (&gemm, uk) {
@@ -89,7 +141,12 @@ pub fn build_with(
     }
     abi::finish(&mut em.b, fail);
     em.b.finalize(isa.frontend_config());
-    Ok(Built { func, plan })
+    Ok(Built {
+        func,
+        plan,
+        split,
+        work: work(k),
+    })
 }
 
 impl Em<'_, '_> {
@@ -98,11 +155,7 @@ impl Em<'_, '_> {
         for (i, &n) in self.k.domain.iter().enumerate() {
             self.extents.push((Var::Out(i), n));
         }
-        let outer = match (plan.vector, plan.rows > 1) {
-            (false, _) => d,
-            (true, false) => d - 1,
-            (true, true) => d - 2,
-        };
+        let outer = plan.outer_axes(d);
         self.outer(0, outer, Point::default(), plan)
     }
 
@@ -111,9 +164,12 @@ impl Em<'_, '_> {
             return self.inner(pt, plan);
         }
         let n = self.k.domain[axis] as i64;
-        self.for_range(0, n, 1, |em, iv| {
-            em.outer(axis + 1, outer, pt.with(Var::Out(axis), iv, 0), plan)
-        })
+        let body =
+            |em: &mut Self, iv| em.outer(axis + 1, outer, pt.with(Var::Out(axis), iv, 0), plan);
+        match self.split {
+            Some((s, lo, hi)) if s == axis => self.for_dynamic(lo, hi, body),
+            _ => self.for_range(0, n, 1, body),
+        }
     }
 
     fn inner(&mut self, pt: Point, plan: Plan) -> R<()> {

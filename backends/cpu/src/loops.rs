@@ -46,4 +46,36 @@ impl Em<'_, '_> {
         self.b.seal_block(exit);
         Ok(())
     }
+
+    /// `for iv in lo..hi { body(iv) }` with bounds known at run time only.
+    pub fn for_dynamic(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        mut body: impl FnMut(&mut Self, Value) -> R<()>,
+    ) -> R<()> {
+        let var = self.b.declare_var(types::I64);
+        self.b.def_var(var, lo);
+        let header = self.b.create_block();
+        let block = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(header, &[]);
+
+        self.b.switch_to_block(header);
+        let iv = self.b.use_var(var);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, hi);
+        self.b.ins().brif(more, block, &[], exit, &[]);
+
+        self.b.switch_to_block(block);
+        self.b.seal_block(block);
+        body(self, iv)?;
+        let next = self.b.ins().iadd_imm_s(iv, 1);
+        self.b.def_var(var, next);
+        self.b.ins().jump(header, &[]);
+
+        self.b.seal_block(header);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        Ok(())
+    }
 }

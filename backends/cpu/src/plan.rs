@@ -40,6 +40,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// How many leading domain axes (of `d`) are plain scalar loops around
+    /// the vectorised / register-blocked inner ones.
+    pub fn outer_axes(&self, d: usize) -> usize {
+        match (self.vector, self.rows > 1) {
+            (false, _) => d,
+            (true, false) => d - 1,
+            (true, true) => d - 2,
+        }
+    }
+
     pub const SCALAR: Plan = Plan {
         vector: false,
         rows: 1,
@@ -156,7 +166,7 @@ fn reads(k: &Kernel, buf: varc_ir::kernel::BufId) -> bool {
 /// Whether `k` reads the buffer it writes anywhere but at each point's own
 /// store address (reading one's own element before storing it is safe to
 /// vectorise).
-fn reads_elsewhere(k: &Kernel, st: &Access) -> bool {
+pub(crate) fn reads_elsewhere(k: &Kernel, st: &Access) -> bool {
     if !reads(k, st.buf) {
         return false;
     }

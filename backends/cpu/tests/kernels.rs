@@ -775,3 +775,72 @@ fn row_reductions_vectorise_along_the_reduction() {
         }
     }
 }
+
+/// Runs on a thread pool split large kernels along their first long axis
+/// (batch loops of sgemm kernels, outer loops of the others) and sgemm
+/// calls into row blocks, with bit-identical results for any thread count.
+#[test]
+fn thread_pools_give_bit_identical_results() {
+    use std::sync::Arc;
+    use varc_runtime::pool::ThreadPool;
+    // Batched (split at the kernel), one large product (split inside
+    // sgemm), and the pure-Cranelift loops of both.
+    for &(batch, m, k, n) in &[(3usize, 64usize, 300usize, 129usize), (1, 200, 96, 160)] {
+        let p = matmul(batch, m, k, n, true);
+        let t = Rng(7).tensor(DType::F32, &[batch, m, k], -1.0, 1.0);
+        for ukernels in [true, false] {
+            let opts = varc_backend_cpu::JitOptions { ukernels };
+            let jit = varc_backend_cpu::compile_jit_with(&p, opts).unwrap();
+            let serial = jit.run(std::slice::from_ref(&t)).unwrap();
+            for threads in [1, 2, 3] {
+                let pool = Arc::new(ThreadPool::new(threads));
+                for _ in 0..2 {
+                    let par = jit.run_on(std::slice::from_ref(&t), &pool).unwrap();
+                    assert_eq!(
+                        serial[0].data().to_le_bytes(),
+                        par[0].data().to_le_bytes(),
+                        "{batch}x{m}x{k}x{n}, ukernels {ukernels}, {threads} threads"
+                    );
+                }
+            }
+        }
+    }
+    // A guarded scalar kernel over a long outer axis, against the
+    // interpreter (its errors stop every share).
+    let (c, len, taps) = (64usize, 700usize, 5usize);
+    let mut p = Program::default();
+    let x = input(&mut p, "x", DType::F32, &[c, len]);
+    let o = output(&mut p, "o", DType::F32, &[c, len]);
+    let pos = Affine {
+        offset: -2,
+        terms: vec![(Var::Out(1), 1), (Var::Red(0), 1)],
+    };
+    let mut xi = pos.clone();
+    xi.terms.push((Var::Out(0), len as i64));
+    let xv = Expr::Load {
+        access: Box::new(Access {
+            buf: x,
+            index: xi,
+            gathers: vec![],
+        }),
+        guards: vec![Guard {
+            index: pos,
+            lo: 0,
+            hi: len as i64,
+        }],
+        fill: 0.0,
+    };
+    emit(&mut p, "sum", o, reduce(ReduceFn::Sum, vec![(0, taps)], xv));
+    let t = Rng(8).tensor(DType::F32, &[c, len], -1.0, 1.0);
+    let tol = Tol {
+        abs: 1e-5,
+        rel: 1e-5,
+    };
+    let jit = check(&p, std::slice::from_ref(&t), tol);
+    let pool = Arc::new(ThreadPool::new(2));
+    let par = jit.run_on(std::slice::from_ref(&t), &pool).unwrap();
+    assert_eq!(
+        jit.run(&[t]).unwrap()[0].data().to_le_bytes(),
+        par[0].data().to_le_bytes()
+    );
+}

@@ -17,6 +17,7 @@ use crate::movement::{
 use crate::norm::{group_norm, instance_norm, layer_norm, rms_norm};
 use crate::pool::{average_pool, global_pool, max_pool};
 use crate::reduce::{arg_reduce, cumsum, reduce, softmax};
+use crate::resample_op::resample;
 use crate::resize::resize;
 use varc_ir::{IrError, Node, Op, Tensor};
 
@@ -198,6 +199,7 @@ fn dispatch(node: &Node, inputs: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
             opt(inputs, 3),
             attrs,
         )),
+        Op::Resample { maps } => one(resample(x(0, "X")?, maps)),
         Op::Reshape { allowzero } => one(reshape(x(0, "data")?, x(1, "shape")?, *allowzero)),
         Op::Transpose { perm } => one(transpose(x(0, "data")?, perm.as_deref())),
         Op::Concat { axis } => one(concat(&all_inputs(inputs)?, *axis)),

@@ -55,6 +55,7 @@ pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod resample_op;
 pub mod resize;
 mod run;
 pub mod special;

@@ -2,13 +2,14 @@
 
 use crate::LoadedModel;
 use anyhow::{Context, Result, bail};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use varc_backend_cpu::{JitProgram, Target};
 use varc_ir::Tensor;
 use varc_ir::kernel::plan::{MemoryPlan, plan};
 use varc_ir::kernel::{BufKind, Program};
 use varc_runtime::NamedTensors;
+use varc_runtime::pool::ThreadPool;
 
 /// A model compiled to native code for this machine.
 pub struct Executable {
@@ -23,6 +24,8 @@ pub struct Executable {
     /// Per-kernel time and run count when `VARC_PROFILE=1` (printed to
     /// stderr, slowest first, when the executable is dropped).
     profile: Option<Mutex<(Vec<f64>, usize)>>,
+    /// The threads a run uses (one by default: no workers).
+    pool: Arc<ThreadPool>,
 }
 
 impl LoadedModel {
@@ -61,6 +64,7 @@ impl LoadedModel {
             profile: std::env::var("VARC_PROFILE")
                 .is_ok_and(|v| v == "1")
                 .then(|| Mutex::new((vec![0.0; program.kernels.len()], 0))),
+            pool: Arc::new(ThreadPool::new(1)),
             program,
             plan,
             jit,
@@ -76,6 +80,22 @@ impl LoadedModel {
 }
 
 impl Executable {
+    /// Runs on `threads` threads (the caller's included; at least 1).
+    /// Large kernels are split into tasks so that every output element is
+    /// computed by one thread exactly as in a one-thread run: outputs are
+    /// bit-identical for any thread count.
+    pub fn with_threads(mut self, threads: usize) -> Executable {
+        if threads.max(1) != self.pool.threads() {
+            self.pool = Arc::new(ThreadPool::new(threads));
+        }
+        self
+    }
+
+    /// The threads a run uses.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
     /// Runs once; `inputs` are matched by name.
     pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<NamedTensors> {
         let mut ordered: Vec<&Tensor> = Vec::with_capacity(self.input_names.len());
@@ -140,8 +160,9 @@ impl Executable {
         // reads through another buffer). Kernels never store to inputs or
         // weights, so handing out their const storage as `*mut` is sound. The
         // arena lock keeps concurrent runs apart.
+        let pool = &self.pool;
         let status = match &self.profile {
-            None => unsafe { self.jit.run_kernels(&ptrs) },
+            None => unsafe { self.jit.run_kernels_on(&ptrs, pool) },
             Some(prof) => {
                 let mut prof = prof.lock().unwrap_or_else(|e| e.into_inner());
                 prof.1 += 1;
@@ -149,7 +170,7 @@ impl Executable {
                 for (i, t) in prof.0.iter_mut().enumerate() {
                     let start = Instant::now();
                     // SAFETY: as above, kernels run in program order.
-                    let s = unsafe { self.jit.run_kernel(i, &ptrs) };
+                    let s = unsafe { self.jit.run_kernel_on(i, &ptrs, pool) };
                     *t += start.elapsed().as_secs_f64() * 1e3;
                     if s != varc_backend_cpu::STATUS_OK {
                         status = Err((i, s));

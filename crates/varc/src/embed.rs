@@ -57,10 +57,11 @@ impl Compiler {
         self
     }
 
-    /// Worker threads one run may use (at least 1). Today's kernels run on
-    /// the calling thread, so this is an upper bound that takes effect when
-    /// the runtime gains intra-op parallelism; concurrency across runs is
-    /// available now by calling [`Executable::run`] from several threads.
+    /// Threads one run uses (at least 1; the calling thread counts as
+    /// one): large kernels and matrix products are split across a pool the
+    /// executable owns, with bit-identical results for any thread count
+    /// (see [`Executable::with_threads`]). Runs from several threads at
+    /// once are serialised by the executable's arena.
     pub fn threads(mut self, threads: usize) -> Compiler {
         self.threads = threads;
         self
@@ -96,9 +97,10 @@ impl Compiler {
         }
         let model =
             crate::load(path, &self.dims).with_context(|| format!("loading {}", path.display()))?;
-        model
+        Ok(model
             .compile_host()
-            .with_context(|| format!("compiling {}", path.display()))
+            .with_context(|| format!("compiling {}", path.display()))?
+            .with_threads(self.threads))
     }
 
     /// Compiles `path` ahead of time for the configured target into `out`

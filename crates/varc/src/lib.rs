@@ -3,10 +3,12 @@
 //! This facade is what the CLI and embedding programs use: load a model
 //! (decode → import → verify → infer types with symbolic dims bound), then
 //! compile it for the host CPU ([`LoadedModel::compile_host`]) or for a
-//! cross target, and run it — or run the reference interpreter.
+//! cross target, or emit PTX for CUDA ([`LoadedModel::compile_cuda`]), and
+//! run it — or run the reference interpreter.
 
 pub mod aot;
 mod compile;
+pub mod cuda;
 mod embed;
 mod optimize;
 

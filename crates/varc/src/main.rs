@@ -17,6 +17,7 @@ use std::process::ExitCode;
     varc models/var_tf_dyn18.onnx                compile for this CPU, run, check the goldens\n  \
     varc run models/minvar_dyn18.onnx --backend reference\n  \
     varc run m.onnx --target aarch64-unknown-linux-gnu --emit asm\n  \
+    varc m.onnx --target cuda:sm_90              PTX + plan.json + weights.bin in m.cuda/ (runs on a GPU)\n  \
     varc run m.onnx --inputs in.npz --output out.safetensors\n  \
     varc inspect m.onnx --dim batch=2            shapes, op histogram, FLOPs, parameters\n  \
     varc inspect m.onnx --dot m.dot && dot -Tsvg m.dot > m.svg")]
@@ -25,6 +26,11 @@ struct Cli {
     command: Option<Command>,
     /// The model for the main job (compile for this machine, run once).
     model: Option<std::path::PathBuf>,
+    /// Target for the main job: `host` (default), or `cuda`, `cuda:sm_80`,
+    /// `cuda:sm_90` (writes `<model stem>.cuda/{model.ptx, plan.json,
+    /// weights.bin}`, runs them when a CUDA device is present).
+    #[arg(long)]
+    target: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -47,7 +53,13 @@ fn main() -> ExitCode {
         (Some(Command::Inspect(args)), _) => commands::inspect::inspect(args),
         (Some(Command::Bench(args)), _) => commands::bench::bench(args),
         (Some(Command::Passes(args)), _) => commands::passes::passes(args),
-        (None, Some(model)) => commands::run::run(commands::run::RunArgs::main_job(model)),
+        (None, Some(model)) => {
+            let mut args = commands::run::RunArgs::main_job(model);
+            if let Some(target) = cli.target {
+                args.target = target;
+            }
+            commands::run::run(args)
+        }
         (None, None) => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

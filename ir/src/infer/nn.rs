@@ -439,3 +439,39 @@ pub(super) fn resize(c: &Ctx, a: &ResizeAttrs) -> R<TypeInfo> {
     }
     Ok(ti(x.dtype, dims))
 }
+
+/// Resample: each mapped axis becomes the map's `out_len`; its input length
+/// must be the map's `in_len` (a symbolic dim passes: only a run-time value
+/// could fail the check). One map slot per axis; float element types only.
+pub(super) fn resample(c: &Ctx, maps: &[Option<resample::AxisMap>]) -> R<TypeInfo> {
+    let x = c.ty(0)?;
+    if !x.dtype.is_float() {
+        return bad(format!("Resample takes a float tensor, not {}", x.dtype));
+    }
+    if maps.len() != x.shape.rank() {
+        return bad(format!(
+            "Resample has {} axis maps for a rank-{} input",
+            maps.len(),
+            x.shape.rank()
+        ));
+    }
+    let mut dims = x.shape.0.clone();
+    for (d, m) in maps.iter().enumerate() {
+        let Some(m) = m else { continue };
+        if m.taps.len() != m.out_len || m.fill.len() != m.out_len || m.has_fill() {
+            return bad(format!(
+                "Resample axis {d}: malformed map (fill rows or wrong row count)"
+            ));
+        }
+        if m.taps.iter().flatten().any(|&(i, _)| i >= m.in_len) {
+            return bad(format!("Resample axis {d}: a tap reads past {}", m.in_len));
+        }
+        known_eq(
+            &dims[d],
+            &Dim::Known(m.in_len),
+            &format!("Resample axis {d}"),
+        )?;
+        dims[d] = Dim::Known(m.out_len);
+    }
+    Ok(ti(x.dtype, dims))
+}

@@ -5,7 +5,7 @@
 //! symbolic dim passes any check that only a run-time value could fail.
 
 use super::dims::{self, SymInt};
-use super::nn::{attention, conv, gemm, matmul, pool, resize};
+use super::nn::{attention, conv, gemm, matmul, pool, resample, resize};
 use crate::dtype::DType;
 use crate::graph::{Node, TypeInfo};
 use crate::op::{BinaryOp, Op, UnaryOp};
@@ -297,6 +297,7 @@ pub(crate) fn infer_node(c: &Ctx) -> R<Vec<TypeInfo>> {
             one(ti(t.dtype, d))
         }
         Op::Resize(a) => one(resize(c, a)?),
+        Op::Resample { maps } => one(resample(c, maps)?),
         Op::Reshape { allowzero } => one(reshape(c, *allowzero)?),
         Op::Transpose { perm } => {
             let t = x()?;

@@ -518,7 +518,8 @@ fn lower_node(cx: &mut Cx, ins: &[Option<View>], outs: &[TypeInfo]) -> Result<Ve
         | Op::MaxPool { .. }
         | Op::GlobalAveragePool
         | Op::GlobalMaxPool
-        | Op::Resize(_) => nn::lower(cx, &op, ins, outs),
+        | Op::Resize(_)
+        | Op::Resample { .. } => nn::lower(cx, &op, ins, outs),
     }
 }
 

@@ -8,6 +8,7 @@ mod attention;
 mod conv;
 mod matmul;
 mod pool;
+mod resample;
 mod resize;
 
 use super::{Cx, View};
@@ -57,6 +58,7 @@ pub fn lower(
         Op::GlobalAveragePool => one(pool::global(cx, ins, outs, false)),
         Op::GlobalMaxPool => one(pool::global(cx, ins, outs, true)),
         Op::Resize(attrs) => one(resize::resize(cx, ins, outs, attrs)),
+        Op::Resample { maps } => one(resample::resample(cx, ins, outs, maps)),
         Op::Attention(attrs) => attention::attention(cx, ins, outs, attrs),
         _ => Err(format!("{} is not an nn op", op.kind())),
     }

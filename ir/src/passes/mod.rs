@@ -13,6 +13,7 @@
 mod attention;
 mod commute;
 mod fold;
+mod fold_resample;
 mod gelu;
 mod groupnorm;
 mod matchers;
@@ -22,6 +23,7 @@ mod rmsnorm;
 pub use attention::FuseAttention;
 pub use commute::CommuteResampleProjection;
 pub use fold::{FoldConstants, eliminate_dead};
+pub use fold_resample::FoldResample;
 pub use gelu::FuseGelu;
 pub use groupnorm::FuseGroupNorm;
 pub use resample::ResampleAnalysis;
@@ -170,6 +172,7 @@ pub fn default_passes() -> Vec<Box<dyn Pass>> {
         Box::new(FuseGroupNorm),
         Box::new(FuseAttention),
         Box::new(ResampleAnalysis),
+        Box::new(FoldResample),
         Box::new(CommuteResampleProjection),
         Box::new(FoldConstants),
     ]

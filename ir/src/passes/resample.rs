@@ -1,9 +1,9 @@
 //! Resamples as per-axis linear maps: `Resize` (any mode, through
 //! [`crate::resample::plan`]) and `AveragePool` with kernel = stride and no
 //! padding (area down-sampling). The analysis pass reports each one and
-//! which consecutive pairs compose into one per-axis map; the IR has no op
-//! for an arbitrary per-axis matrix yet, so composition is reported, not
-//! applied. [`maps`] is what the commutation pass builds on.
+//! which consecutive pairs compose into one per-axis map; `fold-resample`
+//! turns them into `Op::Resample` and composes them. [`maps`] (which also
+//! reads `Op::Resample`) is what the commutation pass builds on.
 
 use super::matchers::{konst, out0, shape};
 use super::{Pass, PassCx, PassReport};
@@ -51,6 +51,18 @@ pub(super) fn maps(g: &Graph, cx: &PassCx, id: NodeId) -> Result<(ValueRef, Vec<
                 });
             }
             Ok((x, maps))
+        }
+        Op::Resample { maps } => {
+            if maps.len() != xs.len() {
+                return Err("map count differs from the rank".into());
+            }
+            Ok((
+                x,
+                maps.iter()
+                    .zip(&xs)
+                    .map(|(m, &n)| m.clone().unwrap_or_else(|| AxisMap::identity(n)))
+                    .collect(),
+            ))
         }
         _ => Err("not a resample".into()),
     }
@@ -153,7 +165,7 @@ impl Pass for ResampleAnalysis {
                             rep.skip(
                                 &name,
                                 format!(
-                                    "composes with '{}' into one map ({}); no per-axis matrix op to express it",
+                                    "composes with '{}' into one map ({}); fold-resample applies it when the inner result has no other user",
                                     g.node(x.node).name,
                                     describe(&c)
                                 ),

@@ -306,9 +306,19 @@ fn run_blocks(
     }
 }
 
+/// Smallest `m·n·k` the C ABI entry splits across the current thread pool.
+const PAR_MIN_WORK: usize = 1 << 17;
+
 /// The C ABI entry generated code calls:
 /// `C = (accumulate != 0 ? C : 0) + A·B`, `A: m × k`, `B: k × n`, `C: m × n`,
 /// element `(r, c)` of X at `x + r·rs_x + c·cs_x` (element strides, any sign).
+///
+/// When a thread pool is current ([`crate::pool::current`]) and the product
+/// is large, C is cut into blocks of rows (or of columns, whichever of C's
+/// axes has the larger stride, so the blocks occupy disjoint memory) run as
+/// separate tasks. Each element of C is still computed by one tile with
+/// the same sequence of operations as in a serial call, so the result is
+/// bit-identical for any thread count.
 ///
 /// # Safety
 ///
@@ -317,6 +327,108 @@ fn run_blocks(
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn varc_sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    rs_a: isize,
+    cs_a: isize,
+    b: *const f32,
+    rs_b: isize,
+    cs_b: isize,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    accumulate: u32,
+) {
+    let pool =
+        crate::pool::current().filter(|_| m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_WORK);
+    // Split along C's outer axis (the larger stride), when blocks along it
+    // are disjoint in memory: its stride exceeds the span of the other axis.
+    let by_rows = rs_c.unsigned_abs() >= cs_c.unsigned_abs();
+    let (outer, inner, so, si) = if by_rows {
+        (m, n, rs_c, cs_c)
+    } else {
+        (n, m, cs_c, rs_c)
+    };
+    let disjoint = inner
+        .checked_sub(1)
+        .and_then(|i| i.checked_mul(si.unsigned_abs()))
+        .is_some_and(|span| so.unsigned_abs() > span);
+    let tile = Isa::detect().tile();
+    let align = if by_rows { tile.mr } else { tile.nr };
+    let tasks = pool
+        .as_ref()
+        .map_or(1, |p| crate::pool::range_count(outer, p.threads(), align));
+    let (Some(pool), true, true) = (pool, disjoint, tasks > 1) else {
+        // SAFETY: the caller's contract is `sgemm_raw`'s.
+        unsafe {
+            sgemm_raw(
+                m, n, k, a, rs_a, cs_a, b, rs_b, cs_b, c, rs_c, cs_c, accumulate,
+            )
+        };
+        return;
+    };
+    let (a, b, c) = (a as usize, b as usize, c as usize);
+    pool.run(
+        tasks,
+        std::sync::Arc::new(move |t| {
+            let (lo, hi) = crate::pool::range(outer, tasks, align, t);
+            let lo_i = lo as isize;
+            // SAFETY: the block is the sub-view of rows (columns) `lo..hi`
+            // of the caller's C and the matching rows of A (columns of B),
+            // so it lies inside the caller's allocations. Blocks of
+            // different tasks cover disjoint rows (columns) of C, which the
+            // `disjoint` test shows occupy disjoint memory, so no two tasks
+            // write the same element or alias each other's C slice; A and
+            // B are only read. The caller's pointers outlive `pool.run`,
+            // which returns only when every task has finished.
+            unsafe {
+                if by_rows {
+                    sgemm_raw(
+                        hi - lo,
+                        n,
+                        k,
+                        (a as *const f32).offset(lo_i * rs_a),
+                        rs_a,
+                        cs_a,
+                        b as *const f32,
+                        rs_b,
+                        cs_b,
+                        (c as *mut f32).offset(lo_i * rs_c),
+                        rs_c,
+                        cs_c,
+                        accumulate,
+                    )
+                } else {
+                    sgemm_raw(
+                        m,
+                        hi - lo,
+                        k,
+                        a as *const f32,
+                        rs_a,
+                        cs_a,
+                        (b as *const f32).offset(lo_i * cs_b),
+                        rs_b,
+                        cs_b,
+                        (c as *mut f32).offset(lo_i * cs_c),
+                        rs_c,
+                        cs_c,
+                        accumulate,
+                    )
+                }
+            }
+        }),
+    );
+}
+
+/// [`varc_sgemm`] on the calling thread.
+///
+/// # Safety
+///
+/// As [`varc_sgemm`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_raw(
     m: usize,
     n: usize,
     k: usize,

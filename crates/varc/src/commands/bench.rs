@@ -25,6 +25,15 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Threads one run uses.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: u32,
+    /// Skip this optimisation pass (repeatable; see `varc passes`).
+    #[arg(long = "disable-pass", value_name = "NAME")]
+    pub disable: Vec<String>,
+    /// Run no optimisation passes.
+    #[arg(long)]
+    pub no_passes: bool,
 }
 
 #[derive(Serialize)]
@@ -56,7 +65,13 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
             (model, inputs)
         }
     };
-    let exe = model.compile_host()?;
+    let mut model = model;
+    if args.no_passes {
+        model.pipeline = None;
+    } else if let Some(p) = model.pipeline.as_mut() {
+        p.disabled.extend(args.disable.iter().cloned());
+    }
+    let exe = model.compile_host()?.with_threads(args.threads as usize);
     for _ in 0..args.warmup {
         exe.run(&inputs)?;
     }
@@ -77,7 +92,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         median_ms: median,
         max_ms: times[times.len() - 1],
         gflops: flops / (median * 1e-3) / 1e9,
-        threads: 1,
+        threads: exe.threads(),
     };
     if args.json {
         println!("{}", serde_json::to_string(&f)?);
@@ -85,7 +100,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         println!("model    {}", f.model);
         println!("compile  {:.1} ms ({} kernels)", f.compile_ms, f.kernels);
         println!(
-            "run      median {:.3} ms   min {:.3}   max {:.3}   ({} runs, {} thread)",
+            "run      median {:.3} ms   min {:.3}   max {:.3}   ({} runs, {} threads)",
             f.median_ms, f.min_ms, f.max_ms, args.iters, f.threads
         );
         println!("speed    {:.2} GFLOP/s", f.gflops);

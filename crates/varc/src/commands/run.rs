@@ -32,6 +32,8 @@ pub enum Emit {
     /// A shared library linked with `cc -shared` (needs --emit-to FILE.so;
     /// writes FILE.h beside it).
     So,
+    /// PTX of every kernel (with --target cuda[:sm_80|sm_90]).
+    Ptx,
 }
 
 #[derive(Args)]
@@ -56,14 +58,17 @@ pub struct RunArgs {
     pub tolerance: Option<(f64, f64)>,
     #[arg(long, value_enum, default_value = "compiled")]
     pub backend: Backend,
-    /// Target for the compiled backend: `host`, or a triple such as
-    /// aarch64-unknown-linux-gnu (cross targets compile only: use --emit).
+    /// Target for the compiled backend: `host`, a triple such as
+    /// aarch64-unknown-linux-gnu (cross targets compile only: use --emit),
+    /// or `cuda`, `cuda:sm_80`, `cuda:sm_90` (writes PTX, plan.json and
+    /// weights.bin to --emit-to DIR, default `<model stem>.cuda/`; runs them
+    /// when a CUDA driver and device are present).
     #[arg(long, default_value = "host")]
     pub target: String,
     /// Write an intermediate form instead of running (to --emit-to or stdout).
     #[arg(long, value_enum)]
     pub emit: Option<Emit>,
-    /// File for --emit (default: stdout).
+    /// File for --emit (default: stdout); with --target cuda, the output folder.
     #[arg(long, value_name = "FILE")]
     pub emit_to: Option<PathBuf>,
     /// Bind a symbolic dimension, e.g. --dim batch=2 (repeatable).
@@ -72,6 +77,9 @@ pub struct RunArgs {
     /// Seed for random inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Threads one compiled run uses.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: u32,
 }
 
 impl RunArgs {
@@ -89,6 +97,7 @@ impl RunArgs {
             emit_to: None,
             dims: vec![],
             seed: 0,
+            threads: 1,
         }
     }
 }
@@ -132,6 +141,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         _ => None,
     };
 
+    if args.backend == Backend::Compiled && varc::cuda::CudaTarget::is_cuda(&args.target) {
+        let tol = args
+            .tolerance
+            .or_else(|| manifest_tolerance(&args.model))
+            .unwrap_or((1e-4, 1e-5));
+        return crate::commands::cuda::run(&args, &model, &inputs, &source, expect, tol);
+    }
     let target = Target::parse(&args.target).map_err(anyhow::Error::msg)?;
     if let Some(kind) = args.emit {
         return emit(&model, &target, kind, args.emit_to.as_deref());
@@ -154,15 +170,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             outputs
         }
         Backend::Compiled => {
-            let exe = model.compile_host()?;
+            let exe = model.compile_host()?.with_threads(args.threads as usize);
             let t1 = Instant::now();
             let outputs = exe.run(&inputs)?;
             let run_ms = t1.elapsed().as_secs_f64() * 1e3;
             println!(
-                "backend cpu ({})   load {load_ms:.1} ms   compile {:.1} ms ({} kernels)   run {run_ms:.2} ms (1 thread)",
+                "backend cpu ({})   load {load_ms:.1} ms   compile {:.1} ms ({} kernels)   run {run_ms:.2} ms ({} thread{})",
                 target.triple,
                 exe.compile_ms,
-                exe.program.kernels.len()
+                exe.program.kernels.len(),
+                exe.threads(),
+                if exe.threads() == 1 { "" } else { "s" }
             );
             outputs
         }
@@ -199,6 +217,7 @@ fn emit(
     }
     let text = match kind {
         Emit::Obj | Emit::So => unreachable!("handled above"),
+        Emit::Ptx => bail!("--emit ptx needs --target cuda, cuda:sm_80 or cuda:sm_90"),
         Emit::Kernels => varc_ir::kernel::program_to_text(&model.lower()?),
         Emit::Clif | Emit::Asm => {
             let kernels = model.compile_for(target)?;
@@ -227,7 +246,7 @@ fn emit(
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(
+pub(crate) fn check(
     model: &LoadedModel,
     outputs: &[(String, Tensor)],
     expect: &std::path::Path,
@@ -266,7 +285,7 @@ fn check(
     })
 }
 
-fn summarize(name: &str, t: &Tensor) -> String {
+pub(crate) fn summarize(name: &str, t: &Tensor) -> String {
     let v = t.to_f64_vec();
     let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:.5}")).collect();
     let (mut lo, mut hi, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);

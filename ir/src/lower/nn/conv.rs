@@ -1,11 +1,25 @@
-//! Conv (1-D, 2-D, 3-D, … alike): direct convolution, one kernel over
-//! `[N, M, O…]` (or `[N, G, M/G, O…]` with groups, so the input channel
-//! `g·C/G + ci` stays affine) reducing over the input channels of the group
-//! and the kernel taps. Padding is a guard on each spatial input index.
+//! Conv (1-D, 2-D, 3-D, … alike), in one of two forms:
+//!
+//! * **im2col** (f32 windows larger than one tap, or padded): a few copy
+//!   kernels gather the input windows into a temp `col[N, C·K, P]` (`K` the
+//!   taps, `P` the output points), then one contraction kernel
+//!   `y[n, co, p] = Σ_r W[co, r] · col[n, r, p]` with a single reduction
+//!   variable, the shape the backends run as a matrix product (the CPU JIT
+//!   through its sgemm microkernel). The copy is split along the last
+//!   spatial axis per tap into the points whose window stays inside the
+//!   input (a plain strided copy, no guard on the innermost axis, so it
+//!   vectorises) and the border points (zeros). Large outputs are cut into
+//!   chunks along the first spatial axis so the temp stays small.
+//! * **direct** (everything else, and tiny convolutions): one kernel over
+//!   `[N, M, O…]` (or `[N, G, M/G, O…]` with groups, so the input channel
+//!   `g·C/G + ci` stays affine) reducing over the input channels of the
+//!   group and the kernel taps. Padding is a guard on each spatial input
+//!   index.
 
-use super::{acc_type, cast, guarded, lin, out, red, shape_of, split_axis};
+use super::{acc_type, cast, guarded, lin, narrow, out, red, shape_of, split_axis};
+use crate::dtype::DType;
 use crate::graph::TypeInfo;
-use crate::kernel::{Affine, BinaryFn, Expr, Guard, ReduceFn, Var};
+use crate::kernel::{Access, Affine, BinaryFn, Expr, Guard, ReduceFn, Var};
 use crate::lower::{Cx, View, input};
 use crate::op::{AutoPad, Window};
 
@@ -172,6 +186,12 @@ pub(super) fn conv(
         ));
     }
     let mg = m / group;
+    let taps: usize = kernel.iter().product();
+    let points: usize = g.out.iter().product();
+    let padded = g.pad_begin.iter().chain(&g.pad_end).any(|&p| p > 0);
+    if x.dtype == DType::F32 && (taps > 1 || padded) && mg * points * cg * taps >= IM2COL_MIN_WORK {
+        return im2col(cx, x, w, bias, &shape, &g, group);
+    }
     // Domain axes: n, [g,] co-in-group, spatial outputs.
     let lead = if group > 1 { 3 } else { 2 };
     let co = if group > 1 {
@@ -216,4 +236,175 @@ pub(super) fn conv(
     };
     cx.emit(&store, cast(value, acc, x.dtype));
     Ok(y)
+}
+
+/// Smallest `M/G · P · C/G · K` (multiply-adds per image and group) lowered
+/// through im2col: below it the copy and the call cost more than they save.
+const IM2COL_MIN_WORK: usize = 4096;
+
+/// Largest im2col temp, in elements, before the output is cut into chunks
+/// along its first spatial axis.
+const IM2COL_MAX_COL: usize = 1 << 20;
+
+/// The im2col form (see the module docs): `shape` is Y's, `g` the resolved
+/// window geometry. X, W and the bias are f32.
+fn im2col(
+    cx: &mut Cx,
+    x: &View,
+    w: &View,
+    bias: Option<&View>,
+    shape: &[usize],
+    g: &Geometry,
+    group: usize,
+) -> Result<View, String> {
+    let (nb, c, m) = (x.shape[0], x.shape[1], w.shape[0]);
+    let (cg, mg) = (c / group, m / group);
+    let sp = &x.shape[2..];
+    let s = sp.len();
+    let taps: usize = g.kernel.iter().product();
+    let rest: usize = g.out[1..].iter().product();
+    // Rows of the first spatial axis per chunk (one chunk for 1-D).
+    let rows = if s == 1 {
+        g.out[0]
+    } else {
+        (IM2COL_MAX_COL / (nb * c * taps * rest).max(1)).clamp(1, g.out[0])
+    };
+    let y = cx.temp(x.dtype, shape);
+    let wk = cx.reshape(w, &[m, cg * taps]);
+    for start in (0..g.out[0]).step_by(rows) {
+        let len = rows.min(g.out[0] - start);
+        let pc = len * rest;
+        let mut col_shape = vec![nb, c];
+        col_shape.extend(&g.kernel);
+        col_shape.push(len);
+        col_shape.extend(&g.out[1..]);
+        let col = cx.temp(x.dtype, &col_shape);
+        im2col_copy(cx, x, &col, g, start, len);
+        // y[n, (g,) co, p] = Σ_r W[g·Mg + co, r] · col[n, g·Cg·K + r, p].
+        let colm = col
+            .reshape(&[nb, c * taps, pc])
+            .expect("a temp is contiguous");
+        let r = cx.red();
+        // Domain: [n, (g,) co-in-group, p].
+        let (co, chan, p) = if group > 1 {
+            (
+                lin(&[(Var::Out(1), mg as i64), (Var::Out(2), 1)], 0),
+                lin(&[(Var::Out(1), (cg * taps) as i64), (Var::Red(r), 1)], 0),
+                out(3),
+            )
+        } else {
+            (out(1), red(r), out(2))
+        };
+        let xl = colm.load(&[out(0), chan, p]);
+        let wl = wk.load(&[co.clone(), red(r)]);
+        let mut value = Expr::Reduce {
+            op: ReduceFn::Sum,
+            vars: vec![(r, cg * taps)],
+            body: Box::new(Expr::binary(BinaryFn::Mul, xl, wl)),
+        };
+        if let Some(b) = bias {
+            value = Expr::binary(BinaryFn::Add, value, b.load(&[co]));
+        }
+        let slab = narrow(&y, 2, start, len)
+            .reshape(&[nb, m, pc])
+            .expect("rows of a contiguous tensor merge");
+        let store = if group > 1 {
+            split_axis(&slab, 1, group)
+        } else {
+            slab
+        };
+        cx.emit(&store, value);
+    }
+    Ok(y)
+}
+
+/// Fills `col[n, c, k…, o₀ − start, o…]` with `x[n, c, o·s + k·d − pad]`
+/// (zero outside the input) for output rows `start..start + len` of the
+/// first spatial axis: per tap of the last spatial axis, one copy over the
+/// points whose index stays inside the input and one zero fill per border.
+fn im2col_copy(cx: &mut Cx, x: &View, col: &View, g: &Geometry, start: usize, len: usize) {
+    let (nb, c) = (x.shape[0], x.shape[1]);
+    let sp = &x.shape[2..];
+    let s = sp.len();
+    let last = s - 1;
+    // Domain: [n, c, k₀ … k_{s−2}, o₀ … o_{s−1}] with the last output axis
+    // narrowed to the range at hand.
+    let kax = |a: usize| 2 + a;
+    let oax = |a: usize| 2 + last + a;
+    for t in 0..g.kernel[last] {
+        let (st, d, pb) = (
+            g.strides[last] as i64,
+            g.dilations[last] as i64,
+            g.pad_begin[last] as i64,
+        );
+        let on = g.out[last] as i64;
+        let base = t as i64 * d - pb;
+        // Inside: 0 ≤ o·st + base < len  ⇔  lo ≤ o < hi.
+        let lo = if base >= 0 { 0 } else { (-base + st - 1) / st }.min(on);
+        let hi = ((sp[last] as i64 - base + st - 1) / st).clamp(lo, on);
+        for (from, to, inside) in [(0, lo, false), (lo, hi, true), (hi, on, false)] {
+            if from >= to {
+                continue;
+            }
+            let mut domain = vec![nb, c];
+            domain.extend(&g.kernel[..last]);
+            domain.extend(&g.out[..last]);
+            domain.push((to - from) as usize);
+            if s > 1 {
+                domain[oax(0)] = len;
+            }
+            // Output row along axis a (chunk-relative for axis 0).
+            let orow = |a: usize| {
+                if a == last {
+                    lin(&[(Var::Out(oax(a)), 1)], from)
+                } else {
+                    out(oax(a))
+                }
+            };
+            let mut ci = vec![out(0), out(1)];
+            ci.extend((0..last).map(|a| out(kax(a))));
+            ci.push(Affine::constant(t as i64));
+            ci.extend((0..s).map(orow));
+            let store = Access {
+                buf: col.buf,
+                index: col.address(&ci),
+                gathers: vec![],
+            };
+            let value = if inside {
+                let mut xi = vec![out(0), out(1)];
+                let mut guards = vec![];
+                for (a, &extent) in sp.iter().enumerate() {
+                    let (sa, da, pa) = (
+                        g.strides[a] as i64,
+                        g.dilations[a] as i64,
+                        g.pad_begin[a] as i64,
+                    );
+                    let mut o = orow(a);
+                    if a == 0 {
+                        o.offset += start as i64;
+                    }
+                    let terms: Vec<_> = o.terms.iter().map(|&(v, k)| (v, k * sa)).collect();
+                    let mut idx = lin(&terms, o.offset * sa - pa);
+                    if a == last {
+                        idx.offset += t as i64 * da;
+                    } else {
+                        idx.terms.push((Var::Out(kax(a)), da));
+                        let top = (g.out[a] as i64 - 1) * sa - pa + (g.kernel[a] as i64 - 1) * da;
+                        if pa > 0 || top >= extent as i64 {
+                            guards.push(Guard {
+                                index: idx.clone(),
+                                lo: 0,
+                                hi: extent as i64,
+                            });
+                        }
+                    }
+                    xi.push(idx);
+                }
+                guarded(x, &xi, guards, 0.0)
+            } else {
+                Expr::f32(0.0)
+            };
+            cx.emit_kernel(domain, store, value);
+        }
+    }
 }

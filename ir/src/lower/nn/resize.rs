@@ -78,17 +78,29 @@ pub(super) fn resize(
             plan.out_shape
         ));
     }
-    let active: Vec<usize> = (0..plan.maps.len())
-        .filter(|&d| !plan.maps[d].is_identity())
+    apply_maps(cx, x, &plan.maps, &shape)
+}
+
+/// `x` through one map per axis (output `shape`): one gather kernel when
+/// every map picks single inputs, else one tap-table kernel per
+/// non-identity axis, in order (also the lowering of `Op::Resample`).
+pub(super) fn apply_maps(
+    cx: &mut Cx,
+    x: View,
+    maps: &[AxisMap],
+    shape: &[usize],
+) -> Result<View, String> {
+    let active: Vec<usize> = (0..maps.len())
+        .filter(|&d| !maps[d].is_identity())
         .collect();
     if active.is_empty() {
         return Ok(x);
     }
     if active
         .iter()
-        .all(|&d| plan.maps[d].is_gather() && !plan.maps[d].has_fill())
+        .all(|&d| maps[d].is_gather() && !maps[d].has_fill())
     {
-        return Ok(gather(cx, &x, &plan.maps, &shape));
+        return Ok(gather(cx, &x, maps, shape));
     }
     if x.dtype == DType::Bool {
         return Err("Resize of a bool tensor must be a pure gather (nearest mode)".into());
@@ -98,8 +110,8 @@ pub(super) fn resize(
     for (n, &d) in active.iter().enumerate() {
         let last = n + 1 == active.len();
         let mut sh = cur.shape.clone();
-        sh[d] = plan.maps[d].out_len;
-        let v = axis_value(cx, &cur, d, &plan.maps[d], work);
+        sh[d] = maps[d].out_len;
+        let v = axis_value(cx, &cur, d, &maps[d], work);
         let (value, dtype) = if !last {
             (v, work)
         } else if x.dtype.is_float() {
