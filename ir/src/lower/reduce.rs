@@ -372,6 +372,29 @@ fn reduce(cx: &mut Cx, x: &View, kind: ReduceKind, axes: &[usize]) -> Result<Vie
     if dt == DType::Bool && !matches!(kind, Max | Min) {
         return Err("only ReduceMax and ReduceMin are defined for bool tensors".into());
     }
+    if dt == DType::Bool {
+        // Max is "any" and Min is "all". Counting keeps the empty set right:
+        // ONNX gives the dtype's minimum (false) for Max and maximum (true)
+        // for Min, which a −inf/+inf identity cast to bool would not.
+        let count_of = |e: Expr| Expr::Cast(DType::F32, Box::new(e));
+        let zero = Expr::f32(0.0);
+        return Ok(if kind == Max {
+            reduce_kernel(
+                cx,
+                &x.shape,
+                axes,
+                ReduceFn::Sum,
+                dt,
+                |i| count_of(x.load(i)),
+                |r| Expr::binary(BinaryFn::Lt, zero.clone(), r),
+            )
+        } else {
+            let not = |i: &[Affine]| count_of(Expr::unary(UnaryFn::Not, x.load(i)));
+            reduce_kernel(cx, &x.shape, axes, ReduceFn::Sum, dt, not, |r| {
+                Expr::binary(BinaryFn::Eq, r, zero.clone())
+            })
+        });
+    }
     let n = count(x, axes);
     let square = |i: &[Affine]| mul(x.load(i), x.load(i));
     let plain = |i: &[Affine]| x.load(i);

@@ -9,7 +9,7 @@ use super::matchers::{konst, out0, shape};
 use super::{Pass, PassCx, PassReport};
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId, ValueRef};
-use crate::op::{AutoPad, Op, ResizeAttrs};
+use crate::op::{AutoPad, CoordMode, Op, ResizeAttrs};
 use crate::resample::{AxisMap, plan};
 
 /// `(input, one map per axis)` of a resample node.
@@ -89,7 +89,20 @@ fn resize_maps(
     let (roi, scales, sizes) = if a.scales_input_only {
         (None, get(1)?, None)
     } else {
-        (get(1).ok().flatten(), get(2).ok().flatten(), get(3)?)
+        // roi matters only for tf_crop_and_resize, scales only without
+        // sizes: those must be constants; the others may be anything.
+        let roi = if a.coord == CoordMode::TfCropAndResize {
+            get(1)?
+        } else {
+            get(1).ok().flatten()
+        };
+        let sizes = get(3)?;
+        let scales = if sizes.is_none() {
+            get(2)?
+        } else {
+            get(2).ok().flatten()
+        };
+        (roi, scales, sizes)
     };
     let sizes: Option<Vec<i64>> = sizes.map(|v| v.iter().map(|&x| x as i64).collect());
     let p = plan(xs, roi.as_deref(), scales.as_deref(), sizes.as_deref(), a)?;
