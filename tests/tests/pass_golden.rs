@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use varc_ir::graph::TypeInfo;
 use varc_ir::op::{
-    AspectPolicy, CoordMode, NearestMode, ReduceKind, ResizeAttrs, ResizeMode, Window,
+    AspectPolicy, BinaryOp, CoordMode, NearestMode, ReduceKind, ResizeAttrs, ResizeMode, Window,
 };
 use varc_ir::passes::{
-    CommuteResampleProjection, FoldResample, Pass, PipelineOptions, run_pipeline,
+    CommuteResampleProjection, FoldResample, FuseAttention, Pass, PipelineOptions, run_pipeline,
 };
 use varc_ir::{DType, Graph, Op, Shape, Tensor, Value, ValueRef};
 use varc_runtime::random::{SplitMix64, random_tensor};
@@ -297,6 +297,31 @@ fn commute_square_projection() -> B {
     b
 }
 
+/// VQGAN's AttnBlock: w = softmax(qᵀk·c) over [B, HW, HW], h = v·wᵀ.
+fn attention_transposed_v() -> B {
+    let mut b = B::new("attention_transposed_v");
+    let qc = b.input("q", &[2, 4, 6]);
+    let kc = b.input("k", &[2, 4, 6]);
+    let vc = b.input("v", &[2, 3, 6]);
+    let q = b.all("q_t", perm(&[0, 2, 1]), &[qc]);
+    let s = b.all("scores", Op::MatMul, &[q, kc]);
+    let c = b.floats(&[], vec![0.5]);
+    let s = b.all("scaled", Op::Binary(BinaryOp::Mul), &[s, c]);
+    let p = b.all(
+        "probs",
+        Op::Softmax {
+            axis: 2,
+            log: false,
+            coerce_2d: false,
+        },
+        &[s],
+    );
+    let pt = b.all("probs_t", perm(&[0, 2, 1]), &[p]);
+    let y = b.all("h", Op::MatMul, &[vc, pt]);
+    b.g.outputs = vec![y];
+    b
+}
+
 /// A golden file name and the graph it is made from.
 type Case = (&'static str, fn() -> B);
 
@@ -370,6 +395,15 @@ fn fold_resample_goldens() {
     for (name, build) in cases {
         run_case(name, build(), vec![Box::new(FoldResample)]);
     }
+}
+
+#[test]
+fn fuse_attention_goldens() {
+    run_case(
+        "fuse_attention_transposed_v",
+        attention_transposed_v(),
+        vec![Box::new(FuseAttention)],
+    );
 }
 
 #[test]
