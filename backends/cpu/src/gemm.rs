@@ -21,7 +21,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::isa::CallConv;
 use varc_ir::DType;
-use varc_ir::kernel::{Access, Affine, BinaryFn, Expr, Kernel, Program, ReduceFn, Var};
+use varc_ir::kernel::{Access, BinaryFn, Expr, Kernel, Program, ReduceFn, Var};
 
 /// The symbol generated code calls (`varc_runtime::ukernel::varc_sgemm`).
 pub const SGEMM_SYMBOL: &str = "varc_sgemm";
@@ -88,29 +88,8 @@ fn replace_reduce(e: &Expr, with: &Expr) -> Expr {
     }
 }
 
-/// Distinct domain points store to distinct elements (a sufficient test:
-/// sorted by stride, each stride exceeds the span of the smaller ones).
-pub(crate) fn injective(store: &Affine, domain: &[usize]) -> bool {
-    let mut axes: Vec<(i64, usize)> = Vec::new();
-    for (i, &n) in domain.iter().enumerate() {
-        if n > 1 {
-            let c = store.coeff(Var::Out(i)).unsigned_abs() as i64;
-            if c == 0 {
-                return false;
-            }
-            axes.push((c, n));
-        }
-    }
-    axes.sort();
-    let mut span = 0i64;
-    for (c, n) in axes {
-        if c <= span {
-            return false;
-        }
-        span += c * (n as i64 - 1);
-    }
-    true
-}
+/// Distinct domain points store to distinct elements.
+pub(crate) use varc_ir::kernel::analysis::injective;
 
 /// Recognises `k` as a contraction the microkernel can run.
 pub fn recognise(p: &Program, k: &Kernel) -> Option<Gemm> {

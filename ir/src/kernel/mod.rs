@@ -17,6 +17,7 @@
 //! written once; [`eval`] is the kernel IR's own interpreter, the
 //! specification every code generator is tested against.
 
+pub mod analysis;
 pub mod eval;
 pub mod plan;
 mod print;
