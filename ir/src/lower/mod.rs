@@ -529,3 +529,25 @@ pub fn input(ins: &[Option<View>], i: usize) -> Result<&View, String> {
         .and_then(|v| v.as_ref())
         .ok_or_else(|| format!("missing input {i}"))
 }
+
+/// The ints of a compile-time constant operand (`None` when omitted).
+pub(crate) fn const_ints(
+    cx: &Cx,
+    ins: &[Option<View>],
+    slot: usize,
+    what: &str,
+) -> Result<Option<Vec<i64>>, String> {
+    if ins.get(slot).and_then(|v| v.as_ref()).is_none() {
+        return Ok(None);
+    }
+    let t = cx.const_input(slot).ok_or_else(|| {
+        format!("{what} must be a compile-time constant for the compiled backends (it is computed at run time)")
+    })?;
+    if !t.dtype().is_int() {
+        return Err(format!(
+            "{what} must be an integer tensor, got {}",
+            t.dtype()
+        ));
+    }
+    Ok(Some(t.to_i64_vec()))
+}

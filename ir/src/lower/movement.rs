@@ -7,7 +7,7 @@
 //! Indices that depend on data go through gather terms, so an index out of
 //! range stops the program with an error instead of reading out of bounds.
 
-use super::{Cx, View, input, known_shape, out_index, var};
+use super::{Cx, View, const_ints, input, known_shape, out_index, var};
 use crate::dtype::DType;
 use crate::graph::TypeInfo;
 use crate::kernel::{Access, Affine, BinaryFn, Expr, GatherTerm, Guard, Var};
@@ -374,28 +374,6 @@ fn gather_nd(
     let out = cx.temp(data.dtype, shape);
     cx.emit(&out, value);
     Ok(out)
-}
-
-/// The ints of a compile-time constant operand (`None` when omitted).
-fn const_ints(
-    cx: &Cx,
-    ins: &[Option<View>],
-    slot: usize,
-    what: &str,
-) -> Result<Option<Vec<i64>>, String> {
-    if ins.get(slot).and_then(|v| v.as_ref()).is_none() {
-        return Ok(None);
-    }
-    let t = cx.const_input(slot).ok_or_else(|| {
-        format!("{what} must be a compile-time constant for the compiled backends (it is computed at run time)")
-    })?;
-    if !t.dtype().is_int() {
-        return Err(format!(
-            "{what} must be an integer tensor, got {}",
-            t.dtype()
-        ));
-    }
-    Ok(Some(t.to_i64_vec()))
 }
 
 /// Slice(data, starts, ends, axes?, steps?): a strided view, with the ONNX

@@ -7,7 +7,7 @@
 //! standard deviation) live in kept-shape temps, which later kernels load
 //! with the full shape's index (size-1 dims broadcast for free).
 
-use super::{Cx, View, input, known_shape, out_index, var};
+use super::{Cx, View, const_ints, input, known_shape, out_index, var};
 use crate::dtype::DType;
 use crate::graph::TypeInfo;
 use crate::kernel::{Access, Affine, BinaryFn, Expr, Guard, ReduceFn, UnaryFn, Var};
@@ -286,28 +286,6 @@ fn norm_axes(list: &[i64], rank: usize) -> Result<Vec<usize>, String> {
     }
     out.sort_unstable();
     Ok(out)
-}
-
-/// The ints of a compile-time constant operand (`None` when omitted).
-fn const_ints(
-    cx: &Cx,
-    ins: &[Option<View>],
-    slot: usize,
-    what: &str,
-) -> Result<Option<Vec<i64>>, String> {
-    if ins.get(slot).and_then(|v| v.as_ref()).is_none() {
-        return Ok(None);
-    }
-    let t = cx.const_input(slot).ok_or_else(|| {
-        format!("{what} must be a compile-time constant for the compiled backends (it is computed at run time)")
-    })?;
-    if !t.dtype().is_int() {
-        return Err(format!(
-            "{what} must be an integer tensor, got {}",
-            t.dtype()
-        ));
-    }
-    Ok(Some(t.to_i64_vec()))
 }
 
 /// Element count over `axes` of `x`, as f64.
