@@ -182,6 +182,7 @@ pub fn recognise(p: &Program, k: &Kernel) -> Option<Gemm> {
         domain: k.domain.clone(),
         store: st.clone(),
         value: rest,
+        library: None,
     });
     Some(Gemm {
         a,

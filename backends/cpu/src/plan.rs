@@ -281,6 +281,7 @@ mod tests {
                 gathers: vec![],
             },
             value,
+            library: None,
         }
     }
 

@@ -49,6 +49,7 @@ fn elementwise_add() -> Program {
             Expr::load(a, Affine::row_major(&[4, 8])),
             Expr::load(b, bj),
         ),
+        library: None,
     });
     p
 }
@@ -73,6 +74,7 @@ fn row_reduction() -> Program {
             vars: vec![(0, 5)],
             body: Box::new(Expr::unary(UnaryFn::Exp, Expr::load(x, xij))),
         },
+        library: None,
     });
     p
 }
@@ -105,6 +107,7 @@ fn guarded_load() -> Program {
             }],
             fill: 0.0,
         },
+        library: None,
     });
     p
 }

@@ -311,7 +311,16 @@ pub struct Kernel {
     pub domain: Vec<usize>,
     pub store: Access,
     pub value: Expr,
+    /// Set when the loop nest is known to compute a library routine that a
+    /// backend may run through a hand-written microkernel instead of
+    /// compiling the loop nest. The loop nest stays the specification
+    /// (`eval` and backends without the routine ignore this).
+    pub library: Option<Library>,
 }
+
+/// Library routines a kernel can be tagged with (see [`Kernel::library`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Library {}
 
 impl Kernel {
     /// Buffers this kernel reads.

@@ -152,6 +152,7 @@ mod tests {
                     gathers: vec![],
                 },
                 value: Expr::load(prev, Affine::row_major(&[s.min(len)])),
+                library: None,
             });
             prev = t;
         }
@@ -171,6 +172,7 @@ mod tests {
                 gathers: vec![],
             },
             value: Expr::load(prev, Affine::row_major(&[len])),
+            library: None,
         });
         let _ = BufId(0);
         p

@@ -304,6 +304,7 @@ impl Cx<'_> {
             domain,
             store,
             value,
+            library: None,
         });
     }
 
@@ -453,6 +454,7 @@ pub fn lower(graph: &Graph, consts: &HashMap<ValueRef, Tensor>) -> Result<Progra
                 gathers: vec![],
             },
             value,
+            library: None,
         });
     }
     Ok(program)

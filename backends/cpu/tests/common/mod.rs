@@ -71,6 +71,7 @@ pub fn emit(p: &mut Program, name: &str, out: BufId, value: Expr) {
             gathers: vec![],
         },
         value,
+        library: None,
     });
 }
 
