@@ -32,6 +32,9 @@ pub enum UnaryOp {
     Not,
     IsNaN,
     IsInf,
+    /// SiLU, `x · sigmoid(x)`. Internal: no ONNX op maps here; the
+    /// `fuse-silu` pass makes it from the exporters' decompositions.
+    Silu,
 }
 
 /// Element-wise functions of two broadcast operands.
@@ -230,13 +233,18 @@ pub enum Op {
         keepdims: bool,
         select_last_index: bool,
     },
-    /// LayerNormalization(x, scale, bias?)
+    /// LayerNormalization(x, scale, bias?). Scale and bias may broadcast to
+    /// x's full shape (a superset of ONNX, which wants the normalised
+    /// shape): `fuse-adaln` puts per-batch adaLN modulation there.
     LayerNorm {
         axis: i64,
         epsilon: f32,
         stash_type: i64,
     },
-    /// RMSNormalization(x, scale) (opset 23)
+    /// RMSNormalization(x, scale, bias?) (opset 23). `bias` is varc's
+    /// extension (the `fuse-adaln` pass absorbs a following `+ shift` into
+    /// it); ONNX's op has none. Scale and bias broadcast to x's full shape,
+    /// as LayerNormalization's do here, so adaLN modulation fits in them.
     RmsNorm {
         axis: i64,
         epsilon: f32,
@@ -482,6 +490,7 @@ pub fn unary_name(u: UnaryOp) -> &'static str {
         Not => "Not",
         IsNaN => "IsNaN",
         IsInf => "IsInf",
+        Silu => "Silu",
     }
 }
 

@@ -168,7 +168,7 @@ pub fn arity(op: &Op) -> (usize, usize, usize, usize) {
             (1, 2, 1, 1)
         }
         Op::LayerNorm { .. } => (2, 3, 1, 3),
-        Op::RmsNorm { .. } => (2, 2, 1, 1),
+        Op::RmsNorm { .. } => (2, 3, 1, 1),
         Op::Gemm { .. } | Op::Conv { .. } => (2, 3, 1, 1),
         Op::Attention(_) => (3, 7, 1, 4),
         Op::MaxPool { .. } => (1, 1, 1, 2),

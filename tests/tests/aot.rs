@@ -3,7 +3,11 @@
 //! program (tests/aot/driver.c) is compiled against the header, linked with
 //! the object (or dlopen()s the library), runs the model on its shipped
 //! inputs and compares with the golden outputs within the manifest's
-//! tolerance. The aarch64 objects are cross-linked with
+//! tolerance, then runs it again through `run_parallel` on a two-thread
+//! pthread pool and requires bit-identical outputs. Variants: weights in a
+//! side file (`--weights external`, with wrong blobs that must be refused),
+//! and the runtime's sgemm microkernels linked in (`--ukernels link`,
+//! against libvarc_capi.a). The aarch64 objects are cross-linked with
 //! gcc-aarch64-linux-gnu and run under qemu-aarch64.
 //!
 //! Missing tools fail the test with their name (CI installs them:
@@ -12,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use varc::aot::{AotKind, write};
+use varc::aot::{AotConfig, AotKind, RUNTIME_LIB, Weights, write_with};
 use varc_backend_cpu::Target;
 
 fn root() -> PathBuf {
@@ -49,6 +53,23 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// The C API's static library (it exports `varc_sgemm`), built by cargo
+/// with this test (`varc-capi` is a dev-dependency).
+fn runtime_lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    [deps, deps.parent().unwrap()]
+        .iter()
+        .map(|d| d.join(RUNTIME_LIB))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{RUNTIME_LIB} not found next to {} (cargo build -p varc-capi)",
+                exe.display()
+            )
+        })
 }
 
 struct Prepared {
@@ -90,10 +111,11 @@ fn prepare(file: &str, tag: &str) -> Prepared {
     }
 }
 
-/// Builds the artifact, the C driver, runs it; returns the driver's report.
-fn check(file: &str, triple: &str, kind: AotKind) -> String {
-    let host = triple == "host";
-    let (cc, qemu) = if host {
+const AARCH64: &str = "aarch64-unknown-linux-gnu";
+
+/// The C compiler and (for aarch64) the emulator for `triple`.
+fn toolchain(triple: &str) -> (&'static str, Option<&'static str>) {
+    let (cc, qemu) = if triple == "host" {
         ("cc", None)
     } else {
         require("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu");
@@ -101,107 +123,277 @@ fn check(file: &str, triple: &str, kind: AotKind) -> String {
         ("aarch64-linux-gnu-gcc", Some("qemu-aarch64"))
     };
     require(cc, "gcc");
+    (cc, qemu)
+}
+
+/// Compiles tests/aot/driver.c against `dir/<name>.h`, linked with the
+/// object `out` (and `runtime`) or, for a shared library, with `-ldl`.
+fn build_driver(
+    cc: &str,
+    dir: &Path,
+    name: &str,
+    kind: AotKind,
+    out: &Path,
+    runtime: Option<&Path>,
+) -> PathBuf {
+    let exe = dir.join("driver");
+    let mut build = Command::new(cc);
+    build
+        .args(["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror"])
+        .arg(format!("-I{}", dir.display()))
+        .arg(format!("-DVARC_HEADER=\"{name}.h\""))
+        .arg(format!("-DVARC_MODEL={name}"))
+        .arg(format!("-DVARC_UPPER=VARC_{}", name.to_ascii_uppercase()))
+        .arg(root().join("tests/aot/driver.c"))
+        .arg("-o")
+        .arg(&exe);
+    if kind == AotKind::Object {
+        build.arg(out);
+        if let Some(lib) = runtime {
+            build.arg(lib).arg("-ldl");
+        }
+    } else {
+        build.arg("-DVARC_DLOPEN").arg("-ldl");
+    }
+    build.args(["-lm", "-lpthread", "-Wl,-z,noexecstack"]);
+    run(&mut build);
+    exe
+}
+
+/// `driver DIR RTOL ATOL REPEAT THREADS`, under qemu when given.
+fn driver_command(
+    qemu: Option<&str>,
+    exe: &Path,
+    dir: &Path,
+    tol: (f64, f64),
+    repeat: u32,
+) -> Command {
+    let mut cmd = match qemu {
+        Some(q) => {
+            let mut c = Command::new(q);
+            c.args(["-L", "/usr/aarch64-linux-gnu"]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.arg(dir)
+        .arg(tol.0.to_string())
+        .arg(tol.1.to_string())
+        .arg(repeat.to_string())
+        .arg("2");
+    cmd
+}
+
+/// Builds the artifact, the C driver, runs it; returns the driver's report.
+fn check(file: &str, triple: &str, kind: AotKind, config: AotConfig) -> String {
+    let host = triple == "host";
+    let (cc, qemu) = toolchain(triple);
     let tag = format!(
-        "{}-{}",
+        "{}-{}{}{}",
         if host { "host" } else { "aarch64" },
-        if kind == AotKind::Object { "obj" } else { "so" }
+        if kind == AotKind::Object { "obj" } else { "so" },
+        if config.weights == Weights::External {
+            "-external"
+        } else {
+            ""
+        },
+        if config.ukernels { "-ukernels" } else { "" }
     );
     let p = prepare(file, &tag);
     let target = Target::parse(triple).unwrap();
     let t0 = Instant::now();
-    let art = p.model.compile_object(&target, &p.name).unwrap();
+    let art = p
+        .model
+        .compile_object_with(&target, &p.name, config)
+        .unwrap();
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(art.needs_runtime, config.ukernels, "sgemm calls in {file}");
+    assert!(art.parallel_kernels > 0, "{file}: no kernel is split");
     let ext = if kind == AotKind::Object { "o" } else { "so" };
     let out = p.dir.join(format!("{}.{ext}", p.name));
-    write(&art, kind, &target, &out).unwrap();
+    let runtime = config.ukernels.then(runtime_lib);
+    let written = write_with(&art, kind, &target, &out, runtime.as_deref()).unwrap();
     let size = std::fs::metadata(&out).unwrap().len();
+    let exe = build_driver(cc, &p.dir, &p.name, kind, &out, runtime.as_deref());
 
-    let driver = root().join("tests/aot/driver.c");
-    let exe = p.dir.join("driver");
-    let mut build = Command::new(cc);
-    build
-        .args(["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror"])
-        .arg(format!("-I{}", p.dir.display()))
-        .arg(format!("-DVARC_HEADER=\"{}.h\"", p.name))
-        .arg(format!("-DVARC_MODEL={}", p.name))
-        .arg(format!("-DVARC_UPPER=VARC_{}", p.name.to_ascii_uppercase()))
-        .arg(&driver)
-        .arg("-o")
-        .arg(&exe);
-    if kind == AotKind::Object {
-        build.arg(&out);
-    } else {
-        build.arg("-DVARC_DLOPEN").arg("-ldl");
-    }
-    build.args(["-lm", "-Wl,-z,noexecstack"]);
-    run(&mut build);
-
-    let mut cmd = match qemu {
-        Some(q) => {
-            let mut c = Command::new(q);
-            c.args(["-L", "/usr/aarch64-linux-gnu"]).arg(&exe);
-            c
-        }
-        None => Command::new(&exe),
-    };
-    cmd.arg(&p.dir)
-        .arg(p.tol.0.to_string())
-        .arg(p.tol.1.to_string())
-        .arg(if host { "5" } else { "1" });
+    let mut cmd = driver_command(qemu, &exe, &p.dir, p.tol, if host { 5 } else { 1 });
     if kind == AotKind::Shared {
-        cmd.arg(&out);
+        cmd.arg("--lib").arg(&out);
+    }
+    if config.weights == Weights::External {
+        let w = varc::aot::weights_path(&out);
+        assert!(written.contains(&w), "{written:?}");
+        cmd.arg("--weights").arg(w);
     }
     let report = run(&mut cmd);
-    let summary = format!("{file} {tag}: {size} bytes, compile {compile_ms:.0} ms\n{report}");
+    assert!(report.contains("bit-identical"), "{report}");
+    if config.weights == Weights::External {
+        assert!(report.contains("weights checks: ok"), "{report}");
+    }
+    let summary = format!(
+        "{file} {tag}: {size} bytes, {} of {} kernels split, compile {compile_ms:.0} ms\n{report}",
+        art.parallel_kernels, art.kernels
+    );
     println!("{summary}");
     summary
 }
 
+const PURE: AotConfig = AotConfig {
+    weights: Weights::Embedded,
+    ukernels: false,
+};
+const EXTERNAL: AotConfig = AotConfig {
+    weights: Weights::External,
+    ukernels: false,
+};
+const UKERNELS: AotConfig = AotConfig {
+    weights: Weights::Embedded,
+    ukernels: true,
+};
+
 #[test]
 fn host_object_minvar() {
-    check("minvar_dyn18.onnx", "host", AotKind::Object);
+    check("minvar_dyn18.onnx", "host", AotKind::Object, PURE);
 }
 
 #[test]
 fn host_shared_minvar() {
-    check("minvar_dyn18.onnx", "host", AotKind::Shared);
+    check("minvar_dyn18.onnx", "host", AotKind::Shared, PURE);
 }
 
 #[test]
 fn host_object_var_tf() {
-    check("var_tf_dyn18.onnx", "host", AotKind::Object);
+    check("var_tf_dyn18.onnx", "host", AotKind::Object, PURE);
 }
 
 #[test]
 fn host_shared_var_tf() {
-    check("var_tf_dyn18.onnx", "host", AotKind::Shared);
+    check("var_tf_dyn18.onnx", "host", AotKind::Shared, PURE);
+}
+
+#[test]
+fn host_object_external_weights_minvar() {
+    check("minvar_dyn18.onnx", "host", AotKind::Object, EXTERNAL);
+}
+
+#[test]
+fn host_shared_external_weights_var_tf() {
+    check("var_tf_dyn18.onnx", "host", AotKind::Shared, EXTERNAL);
+}
+
+#[test]
+fn host_object_ukernels_minvar() {
+    check("minvar_dyn18.onnx", "host", AotKind::Object, UKERNELS);
+}
+
+#[test]
+fn host_object_ukernels_var_tf() {
+    check("var_tf_dyn18.onnx", "host", AotKind::Object, UKERNELS);
+}
+
+#[test]
+fn host_shared_ukernels_external_weights_var_tf() {
+    let both = AotConfig {
+        weights: Weights::External,
+        ukernels: true,
+    };
+    check("var_tf_dyn18.onnx", "host", AotKind::Shared, both);
 }
 
 #[test]
 fn aarch64_object_minvar() {
-    check(
-        "minvar_dyn18.onnx",
-        "aarch64-unknown-linux-gnu",
-        AotKind::Object,
-    );
+    check("minvar_dyn18.onnx", AARCH64, AotKind::Object, PURE);
 }
 
 #[test]
 fn aarch64_shared_minvar() {
-    check(
-        "minvar_dyn18.onnx",
-        "aarch64-unknown-linux-gnu",
-        AotKind::Shared,
-    );
+    check("minvar_dyn18.onnx", AARCH64, AotKind::Shared, PURE);
 }
 
 #[test]
 fn aarch64_object_var_tf() {
-    check(
-        "var_tf_dyn18.onnx",
-        "aarch64-unknown-linux-gnu",
-        AotKind::Object,
+    check("var_tf_dyn18.onnx", AARCH64, AotKind::Object, PURE);
+}
+
+#[test]
+fn aarch64_object_external_weights_minvar() {
+    check("minvar_dyn18.onnx", AARCH64, AotKind::Object, EXTERNAL);
+}
+
+/// A Gather whose last index is out of range: the kernel is split, and
+/// only the share holding that row fails. Every run, serial or through the
+/// pool, must return the gather status.
+#[test]
+fn a_failing_share_stops_the_run() {
+    use varc_tests::build::{FLOAT, INT64, encode, f32_initializer, model, node, value};
+    let (rows, cols, n) = (64usize, 512usize, 512usize);
+    let table: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+    let m = model(
+        vec![node("Gather", "g", &["table", "idx"], &["y"])],
+        vec![value("idx", INT64, &[n as i64])],
+        vec![value("y", FLOAT, &[n as i64, cols as i64])],
+        vec![f32_initializer(
+            "table",
+            &[rows as i64, cols as i64],
+            &table,
+        )],
     );
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aot/gather-out-of-range");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gather.onnx");
+    std::fs::write(&path, encode(&m)).unwrap();
+    let mut idx: Vec<i64> = (0..n as i64).map(|i| i % rows as i64).collect();
+    idx[n - 1] = rows as i64 + 5;
+    let bytes: Vec<u8> = idx.iter().flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(dir.join("in0.bin"), bytes).unwrap();
+
+    let loaded = varc::load(&path, &Default::default()).unwrap();
+    let art = loaded
+        .compile_object_with(&Target::host(), "gather", PURE)
+        .unwrap();
+    assert_eq!(art.parallel_kernels, 1, "the gather kernel is split");
+    let out = dir.join("gather.o");
+    write_with(&art, AotKind::Object, &Target::host(), &out, None).unwrap();
+    let (cc, _) = toolchain("host");
+    let exe = build_driver(cc, &dir, "gather", AotKind::Object, &out, None);
+    let status = varc_backend_cpu::STATUS_GATHER_OUT_OF_RANGE.to_string();
+    let mut cmd = driver_command(None, &exe, &dir, (0.0, 0.0), 1);
+    let report = run(cmd.args(["--expect-status", &status]));
+    assert!(report.contains("expected status 1: ok"), "{report}");
+}
+
+#[test]
+fn ukernels_are_refused_for_other_targets() {
+    let p = prepare("minvar_dyn18.onnx", "refused");
+    let target = Target::parse(AARCH64).unwrap();
+    let err = p
+        .model
+        .compile_object_with(&target, &p.name, UKERNELS)
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("only be linked into objects for this machine"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn shared_ukernels_need_an_existing_runtime_lib() {
+    let p = prepare("var_tf_dyn18.onnx", "no-runtime");
+    let art = p
+        .model
+        .compile_object_with(&Target::host(), &p.name, UKERNELS)
+        .unwrap();
+    let missing = p.dir.join("no/libvarc_capi.a");
+    let out = p.dir.join("m.so");
+    let err = write_with(&art, AotKind::Shared, &Target::host(), &out, Some(&missing)).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("does not exist") && msg.contains("varc_sgemm"),
+        "{msg}"
+    );
+    assert!(!out.exists());
 }
 
 /// The JIT path on the same models, for the side-by-side numbers.
@@ -211,16 +403,20 @@ fn jit_reference_timings() {
         let path = root().join("models").join(file);
         let inputs =
             varc_runtime::read_tensors(&varc::sibling_file(&path, "inputs").unwrap()).unwrap();
-        let t0 = Instant::now();
-        let model = varc::load_for_inputs(&path, &Default::default(), &inputs).unwrap();
-        let exe = model.compile_host().unwrap();
-        let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let t = Instant::now();
-            exe.run(&inputs).unwrap();
-            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        for threads in [1, 2] {
+            let t0 = Instant::now();
+            let model = varc::load_for_inputs(&path, &Default::default(), &inputs).unwrap();
+            let exe = model.compile_host().unwrap().with_threads(threads);
+            let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
+                exe.run(&inputs).unwrap();
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            println!(
+                "{file} jit: load+compile {load_ms:.1} ms, best run {best:.3} ms ({threads} threads)"
+            );
         }
-        println!("{file} jit: load+compile {load_ms:.1} ms, best run {best:.3} ms");
     }
 }

@@ -251,6 +251,7 @@ fn unary_float_ops() {
         (Round, 0.0),
         (Sign, 0.0),
         (Softplus, 1e-6),
+        (Silu, 1e-6),
         (IsNaN, 0.0),
         (IsInf, 0.0),
         (Reciprocal, 1e-6),
@@ -577,7 +578,9 @@ fn half_and_double_precision() {
     use UnaryOp::*;
     for (dt, rtol) in [(DType::F16, 1e-3), (DType::BF16, 8e-3)] {
         let x = || In(rnd(dt, &[3, 17]));
-        for u in [Exp, Tanh, Sigmoid, Softplus, Sign, Relu, Atan, Neg, IsNaN] {
+        for u in [
+            Exp, Tanh, Sigmoid, Silu, Softplus, Sign, Relu, Atan, Neg, IsNaN,
+        ] {
             case(Op::Unary(u), vec![x()], 1).check(rtol, 1e-4);
         }
         for approximate in [GeluApprox::None, GeluApprox::Tanh] {
@@ -602,7 +605,7 @@ fn half_and_double_precision() {
         case(op, vec![x(), In(rnd(dt, &[17])), In(rnd(dt, &[17]))], 1).check(rtol, 1e-3);
     }
     let x = || In(rnd(DType::F64, &[3, 17]));
-    for u in [Exp, Tanh, Sigmoid, Softplus, Sin, Tan, Sqrt, Log] {
+    for u in [Exp, Tanh, Sigmoid, Silu, Softplus, Sin, Tan, Sqrt, Log] {
         let t = if matches!(u, Sqrt | Log) {
             pos(&[3, 17]).cast(DType::F64)
         } else {
@@ -1373,6 +1376,29 @@ fn layer_and_rms_norms() {
         1,
     )
     .check(1e-5, 1e-6);
+    // adaLN (fuse-adaln): per-batch or per-token scale and shift over x's
+    // full shape, and RMSNormalization's bias (varc's extension).
+    for mod_shape in [&[2, 1, 7][..], &[2, 3, 7], &[7]] {
+        for op in [
+            Op::LayerNorm {
+                axis: -1,
+                epsilon: 1e-6,
+                stash_type: 1,
+            },
+            Op::RmsNorm {
+                axis: -1,
+                epsilon: 1e-6,
+                stash_type: 1,
+            },
+        ] {
+            let ins = vec![
+                In(f32s(&[2, 3, 7])),
+                In(f32s(mod_shape)),
+                In(f32s(mod_shape)),
+            ];
+            case(op, ins, 1).check(1e-5, 1e-6);
+        }
+    }
 }
 
 #[test]

@@ -10,10 +10,12 @@
 use std::collections::HashMap;
 use varc_ir::graph::TypeInfo;
 use varc_ir::op::{
-    AspectPolicy, BinaryOp, CoordMode, NearestMode, ReduceKind, ResizeAttrs, ResizeMode, Window,
+    AspectPolicy, BinaryOp, CoordMode, NearestMode, ReduceKind, ResizeAttrs, ResizeMode, UnaryOp,
+    Window,
 };
 use varc_ir::passes::{
-    CommuteResampleProjection, FoldResample, FuseAttention, Pass, PipelineOptions, run_pipeline,
+    CommuteResampleProjection, FoldResample, FuseAdaLn, FuseAttention, FuseRmsNorm, FuseSilu,
+    MergeProjections, Pass, PipelineOptions, run_pipeline,
 };
 use varc_ir::{DType, Graph, Op, Shape, Tensor, Value, ValueRef};
 use varc_runtime::random::{SplitMix64, random_tensor};
@@ -322,6 +324,160 @@ fn attention_transposed_v() -> B {
     b
 }
 
+/// The exporters' SiLU: `x · Sigmoid(x)` (here with the Sigmoid second,
+/// as torch.onnx emits it) feeding a projection.
+fn silu_sigmoid() -> B {
+    let mut b = B::new("silu_sigmoid");
+    let x = b.input("x", &[2, 8]);
+    let s = b.all("sigmoid", Op::Unary(UnaryOp::Sigmoid), &[x]);
+    let y = b.all("silu", Op::Binary(BinaryOp::Mul), &[x, s]);
+    b.g.outputs = vec![y];
+    b
+}
+
+/// A hand-written SiLU, `x / (1 + exp(−x))`, next to a Sigmoid that is
+/// used twice (left alone: it is computed anyway).
+fn silu_exp() -> B {
+    let mut b = B::new("silu_exp");
+    let x = b.input("x", &[3, 4]);
+    let n = b.all("neg", Op::Unary(UnaryOp::Neg), &[x]);
+    let e = b.all("exp", Op::Unary(UnaryOp::Exp), &[n]);
+    let one = b.floats(&[], vec![1.0]);
+    let d = b.all("denom", Op::Binary(BinaryOp::Add), &[one, e]);
+    let y = b.all("silu", Op::Binary(BinaryOp::Div), &[x, d]);
+    let s = b.all("gate", Op::Unary(UnaryOp::Sigmoid), &[y]);
+    let z = b.all("gated", Op::Binary(BinaryOp::Mul), &[y, s]);
+    b.g.outputs = vec![z, s];
+    b
+}
+
+fn layer_norm() -> Op {
+    Op::LayerNorm {
+        axis: -1,
+        epsilon: 1e-6,
+        stash_type: 1,
+    }
+}
+
+/// VAR's AdaLNSelfAttn at opset 17: `ln_wo_grad(x)` (explicit unit scale
+/// and zero bias) · (1 + scale) + shift, with scale and shift chunks of a
+/// per-batch adaLN projection.
+fn adaln_layer_norm() -> B {
+    let mut b = B::new("adaln_layer_norm");
+    let x = b.input("x", &[2, 6, 4]);
+    let cond = b.input("cond", &[2, 1, 8]);
+    let split = Op::Split {
+        axis: -1,
+        split: Some(vec![4, 4]),
+        num_outputs: 2,
+    };
+    let id =
+        b.g.add_node(
+            "chunk",
+            split,
+            vec![Some(cond)],
+            vec![Value::named("scale"), Value::named("shift")],
+        )
+        .unwrap();
+    let (scale, shift) = (
+        ValueRef { node: id, slot: 0 },
+        ValueRef { node: id, slot: 1 },
+    );
+    let ones = b.floats(&[4], vec![1.0; 4]);
+    let zeros = b.floats(&[4], vec![0.0; 4]);
+    let n = b.all("ln", layer_norm(), &[x, ones, zeros]);
+    let one = b.floats(&[], vec![1.0]);
+    let m = b.all("one_plus", Op::Binary(BinaryOp::Add), &[scale, one]);
+    let y = b.all("modulated", Op::Binary(BinaryOp::Mul), &[n, m]);
+    let y = b.all("shifted", Op::Binary(BinaryOp::Add), &[y, shift]);
+    b.g.outputs = vec![y];
+    b
+}
+
+/// FlowAR's adaLN over a decomposed RMSNorm (per-token modulation, as in
+/// its head): fuse-rmsnorm takes `· (1 + scale)` as the norm's scale, then
+/// fuse-adaln takes `+ shift` as its bias. A second norm whose result is
+/// also used elsewhere keeps its Add.
+fn adaln_rms_norm() -> B {
+    let mut b = B::new("adaln_rms_norm");
+    let x = b.input("x", &[2, 3, 4]);
+    let scale = b.input("scale", &[2, 3, 4]);
+    let shift = b.input("shift", &[2, 3, 4]);
+    let two = b.floats(&[], vec![2.0]);
+    let sq = b.all("pow", Op::Binary(BinaryOp::Pow), &[x, two]);
+    let axes = b.ints(&[1], vec![-1]);
+    let mean = b.all("mean", reduce(ReduceKind::Mean, true), &[sq, axes]);
+    let eps = b.floats(&[], vec![1e-6]);
+    let v = b.all("var_eps", Op::Binary(BinaryOp::Add), &[mean, eps]);
+    let r = b.all("sqrt", Op::Unary(UnaryOp::Sqrt), &[v]);
+    let r = b.all("rsqrt", Op::Unary(UnaryOp::Reciprocal), &[r]);
+    let n = b.all("normed", Op::Binary(BinaryOp::Mul), &[x, r]);
+    let one = b.floats(&[], vec![1.0]);
+    let m = b.all("one_plus", Op::Binary(BinaryOp::Add), &[scale, one]);
+    let y = b.all("modulated", Op::Binary(BinaryOp::Mul), &[n, m]);
+    let y = b.all("shifted", Op::Binary(BinaryOp::Add), &[y, shift]);
+    let rms = Op::RmsNorm {
+        axis: -1,
+        epsilon: 1e-6,
+        stash_type: 1,
+    };
+    let g = b.floats(&[4], vec![1.0; 4]);
+    let n2 = b.all("rms2", rms, &[y, g]);
+    let z = b.all("shifted2", Op::Binary(BinaryOp::Add), &[n2, shift]);
+    b.g.outputs = vec![z, n2];
+    b
+}
+
+fn ramp(n: usize, seed: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7) % 11) as f32 * 0.05 - seed)
+        .collect()
+}
+
+/// minvar's attention input: separate Q, K and V Linears of one token
+/// sequence (MatMul then bias Add, the bias first as the opset-17 exporter
+/// writes it), plus an output projection of another value.
+fn merge_qkv() -> B {
+    let mut b = B::new("merge_qkv");
+    let x = b.input("x", &[1, 5, 4]);
+    let mut outs = vec![];
+    for (i, name) in ["q", "k", "v"].into_iter().enumerate() {
+        let w = b.floats(&[4, 3], ramp(12, i as f32 * 0.1));
+        let mm = b.all(&format!("{name}_mm"), Op::MatMul, &[x, w]);
+        let bias = b.floats(&[3], vec![0.1 * i as f32; 3]);
+        outs.push(b.all(name, Op::Binary(BinaryOp::Add), &[bias, mm]));
+    }
+    let w = b.floats(&[3, 4], ramp(12, 0.3));
+    let o = b.all("o_proj", Op::MatMul, &[outs[2], w]);
+    outs[2] = o;
+    b.g.outputs = outs;
+    b
+}
+
+/// Two per-block adaLN Linears of one conditioning vector, as Gemm with
+/// transB and a bias (VAR's and FlowAR's ada_lin at every opset), and a third
+/// whose weight is a graph input (not merged).
+fn merge_gemm() -> B {
+    let mut b = B::new("merge_gemm");
+    let c = b.input("c", &[2, 4]);
+    let dyn_w = b.input("w_in", &[6, 4]);
+    let gemm = Op::Gemm {
+        alpha: 1.0,
+        beta: 1.0,
+        trans_a: false,
+        trans_b: true,
+    };
+    let mut outs = vec![];
+    for i in 0..2 {
+        let w = b.floats(&[6, 4], ramp(24, i as f32 * 0.2));
+        let bias = b.floats(&[6], ramp(6, 0.5 * i as f32));
+        outs.push(b.all(&format!("ada_lin{i}"), gemm.clone(), &[c, w, bias]));
+    }
+    outs.push(b.all("dynamic", gemm, &[c, dyn_w]));
+    b.g.outputs = outs;
+    b
+}
+
 /// A golden file name and the graph it is made from.
 type Case = (&'static str, fn() -> B);
 
@@ -418,5 +574,41 @@ fn commute_goldens() {
             build(),
             vec![Box::new(FoldResample), Box::new(CommuteResampleProjection)],
         );
+    }
+}
+
+#[test]
+fn fuse_silu_goldens() {
+    let cases: [Case; 2] = [
+        ("fuse_silu_sigmoid", silu_sigmoid),
+        ("fuse_silu_exp", silu_exp),
+    ];
+    for (name, build) in cases {
+        run_case(name, build(), vec![Box::new(FuseSilu)]);
+    }
+}
+
+#[test]
+fn fuse_adaln_goldens() {
+    run_case(
+        "fuse_adaln_layer_norm",
+        adaln_layer_norm(),
+        vec![Box::new(FuseAdaLn)],
+    );
+    run_case(
+        "fuse_adaln_rms_norm",
+        adaln_rms_norm(),
+        vec![Box::new(FuseRmsNorm), Box::new(FuseAdaLn)],
+    );
+}
+
+#[test]
+fn merge_projections_goldens() {
+    let cases: [Case; 2] = [
+        ("merge_projections_qkv", merge_qkv),
+        ("merge_projections_gemm", merge_gemm),
+    ];
+    for (name, build) in cases {
+        run_case(name, build(), vec![Box::new(MergeProjections)]);
     }
 }

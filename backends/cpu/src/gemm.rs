@@ -12,6 +12,12 @@
 //! the raw contraction into the output; anything else in the value (bias,
 //! scale, masks, division by a row sum) becomes an epilogue kernel over
 //! the same domain that reads the stored contraction back in place.
+//!
+//! When B is a weight read the same way at every batch point, the JIT packs
+//! it once at compile time ([`WeightPacks`]) into the microkernel's panel
+//! layout and calls `varc_sgemm_packed` with the packed matrix's address,
+//! so a run packs only the (small) A blocks. Then products of a single row
+//! (GEMV-like: one token) qualify too.
 
 use crate::check::index_range;
 use crate::expr::{Em, Point, R};
@@ -20,11 +26,18 @@ use cranelift_codegen::ir::{
     types,
 };
 use cranelift_codegen::isa::CallConv;
-use varc_ir::DType;
-use varc_ir::kernel::{Access, BinaryFn, Expr, Kernel, Program, ReduceFn, Var};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use varc_ir::kernel::{Access, BinaryFn, BufId, BufKind, Expr, Kernel, Program, ReduceFn, Var};
+use varc_ir::{DType, TensorData};
+use varc_runtime::ukernel::{MatRef, PackedB};
 
 /// The symbol generated code calls (`varc_runtime::ukernel::varc_sgemm`).
 pub const SGEMM_SYMBOL: &str = "varc_sgemm";
+
+/// The packed-B entry (`varc_runtime::ukernel::varc_sgemm_packed`).
+pub const SGEMM_PACKED_SYMBOL: &str = "varc_sgemm_packed";
 
 /// Smallest `m·n·k` worth a microkernel call (packing and call overhead).
 const MIN_WORK: usize = 4096;
@@ -46,6 +59,147 @@ pub fn sgemm_signature(cc: CallConv) -> Signature {
     sig
 }
 
+/// Whether the JIT packs weight B operands at compile time (default on;
+/// `VARC_PACK_WEIGHTS=0` turns it off, for comparisons).
+pub fn packing_enabled() -> bool {
+    std::env::var("VARC_PACK_WEIGHTS").map_or(true, |v| v != "0")
+}
+
+/// `fn(m, a, rs_a, cs_a, b: *const PackedB, c, rs_c, cs_c, accumulate: u32)`.
+pub fn sgemm_packed_signature(cc: CallConv) -> Signature {
+    let mut sig = Signature::new(cc);
+    for _ in 0..8 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig.params.push(AbiParam::new(types::I32));
+    sig
+}
+
+/// Weight B operands packed at compile time for the host JIT: one
+/// [`PackedB`] per distinct (weight, view), shared by every kernel that
+/// reads it so. The packed matrices must outlive the compiled code (the
+/// code holds their addresses): the JIT program keeps them.
+pub struct WeightPacks {
+    /// External-name index (namespace 0) `varc_sgemm_packed` is imported
+    /// under.
+    symbol: u32,
+    packs: RefCell<HashMap<PackKey, Arc<PackedB>>>,
+    /// Time spent packing (for `VARC_PROFILE`).
+    packing: std::cell::Cell<std::time::Duration>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct PackKey {
+    buf: usize,
+    offset: i64,
+    rs: i64,
+    cs: i64,
+    k: usize,
+    n: usize,
+}
+
+/// A kernel's B operand, packed ahead.
+pub struct PackedOperand {
+    /// The weight buffer it was packed from.
+    pub buf: BufId,
+    pack: Arc<PackedB>,
+    symbol: u32,
+}
+
+impl WeightPacks {
+    pub fn new(symbol: u32) -> WeightPacks {
+        WeightPacks {
+            symbol,
+            packs: RefCell::new(HashMap::new()),
+            packing: Default::default(),
+        }
+    }
+
+    /// `g`'s B packed (once per distinct weight view), when it is an f32
+    /// weight that no batch axis moves.
+    pub fn pack(&self, p: &Program, g: &Gemm) -> Option<PackedOperand> {
+        let b = &g.b;
+        let BufKind::Weight(t) = &p.buffer(b.buf).kind else {
+            return None;
+        };
+        let TensorData::F32(data) = t.data() else {
+            return None;
+        };
+        if g.batch.iter().any(|&ax| b.index.coeff(Var::Out(ax)) != 0) {
+            return None;
+        }
+        let n = g.n.map_or(1, |i| g.domain[i]);
+        let key = PackKey {
+            buf: b.buf.0,
+            offset: b.index.offset,
+            rs: g.kvar.map_or(0, |v| b.index.coeff(v)),
+            cs: g.n.map_or(0, |i| b.index.coeff(Var::Out(i))),
+            k: g.k,
+            n,
+        };
+        let view = MatRef {
+            data,
+            offset: usize::try_from(key.offset).ok()?,
+            rs: isize::try_from(key.rs).ok()?,
+            cs: isize::try_from(key.cs).ok()?,
+        };
+        // `recognise` proved the access in range; a view outside its data
+        // (which would make packing panic) is left to the per-call path.
+        let inside =
+            varc_runtime::ukernel::span(key.k, key.n, view.rs, view.cs).is_none_or(|(lo, hi)| {
+                let o = view.offset as isize;
+                o + lo >= 0 && ((o + hi) as usize) < data.len()
+            });
+        if !inside {
+            return None;
+        }
+        let pack = self
+            .packs
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| {
+                let t0 = std::time::Instant::now();
+                let pack = Arc::new(PackedB::new(key.k, key.n, view));
+                self.packing.set(self.packing.get() + t0.elapsed());
+                pack
+            })
+            .clone();
+        Some(PackedOperand {
+            buf: b.buf,
+            pack,
+            symbol: self.symbol,
+        })
+    }
+
+    /// Bytes packed so far, and the time packing took.
+    pub fn stats(&self) -> (usize, std::time::Duration) {
+        let bytes = self.packs.borrow().values().map(|p| p.bytes()).sum();
+        (bytes, self.packing.get())
+    }
+
+    /// Every matrix packed so far.
+    pub fn into_packs(self) -> Vec<Arc<PackedB>> {
+        self.packs.into_inner().into_values().collect()
+    }
+}
+
+/// The buffers `k` loads from, apart from one load of `packed` (its packed
+/// B operand, read through the packed copy instead).
+pub fn plain_reads(k: &Kernel, packed: Option<BufId>) -> Vec<BufId> {
+    let mut skip = packed;
+    let mut out = Vec::new();
+    k.value.visit(&mut |e| {
+        if let Expr::Load { access, .. } = e {
+            if skip == Some(access.buf) {
+                skip = None;
+            } else {
+                out.push(access.buf);
+            }
+        }
+    });
+    out
+}
+
 /// A kernel recognised as batched matrix products plus an epilogue.
 pub struct Gemm {
     a: Access,
@@ -56,6 +210,8 @@ pub struct Gemm {
     /// The reduction variable and its extent.
     kvar: Option<Var>,
     k: usize,
+    /// The kernel's domain.
+    domain: Vec<usize>,
     /// Domain axes looped around the calls, outermost first.
     pub batch: Vec<usize>,
     /// The rest of the value, over the domain, reading C in place.
@@ -91,8 +247,10 @@ fn replace_reduce(e: &Expr, with: &Expr) -> Expr {
 /// Distinct domain points store to distinct elements.
 pub(crate) use varc_ir::kernel::analysis::injective;
 
-/// Recognises `k` as a contraction the microkernel can run.
-pub fn recognise(p: &Program, k: &Kernel) -> Option<Gemm> {
+/// Recognises `k` as a contraction the microkernel can run. With `packs`,
+/// B operands that are weights will be packed ahead ([`WeightPacks`]),
+/// which makes single-row products worth a call.
+pub fn recognise_for(p: &Program, k: &Kernel, packs: bool) -> Option<Gemm> {
     let st = &k.store;
     if p.buffer(st.buf).dtype != DType::F32
         || !st.gathers.is_empty()
@@ -167,14 +325,19 @@ pub fn recognise(p: &Program, k: &Kernel) -> Option<Gemm> {
     };
     let ext = |ax: Option<usize>| ax.map_or(1, |i| k.domain[i]);
     let (me, ne) = (ext(m), ext(n));
-    if me < 2 || ne < 2 || me * ne * kext < MIN_WORK {
-        return None;
-    }
-    let batch = axes
+    let batch: Vec<usize> = axes
         .iter()
         .copied()
         .filter(|&i| Some(i) != m && Some(i) != n)
         .collect();
+    // A single row is worth a call only on B packed ahead (see
+    // `WeightPacks::pack`).
+    let packable = packs
+        && matches!(&p.buffer(b.buf).kind, BufKind::Weight(t) if t.dtype() == DType::F32)
+        && batch.iter().all(|&ax| b.index.coeff(Var::Out(ax)) == 0);
+    if (me < 2 && !packable) || ne < 2 || me * ne * kext < MIN_WORK {
+        return None;
+    }
     let c_load = Expr::load(st.buf, st.index.clone());
     let rest = replace_reduce(&k.value, &c_load);
     let epilogue = (rest != c_load).then(|| Kernel {
@@ -191,6 +354,7 @@ pub fn recognise(p: &Program, k: &Kernel) -> Option<Gemm> {
         n,
         kvar,
         k: kext,
+        domain: k.domain.clone(),
         batch,
         epilogue,
     })
@@ -207,13 +371,12 @@ impl std::fmt::Display for Gemm {
 }
 
 impl Em<'_, '_> {
-    fn import_sgemm(&mut self, uk: &Ukernels) -> FuncRef {
-        let cc = self.b.func.signature.call_conv;
+    fn import_fn(&mut self, index: u32, sig: Signature) -> FuncRef {
         let name = self
             .b
             .func
-            .declare_imported_user_function(UserExternalName::new(0, uk.sgemm));
-        let signature = self.b.import_signature(sgemm_signature(cc));
+            .declare_imported_user_function(UserExternalName::new(0, index));
+        let signature = self.b.import_signature(sig);
         self.b.import_function(ExtFuncData {
             name: ExternalName::user(name),
             signature,
@@ -222,18 +385,31 @@ impl Em<'_, '_> {
         })
     }
 
-    /// The batch loops around one `varc_sgemm` call per batch point.
-    pub fn gemm(&mut self, g: &Gemm, uk: &Ukernels) -> R<()> {
-        let f = self.import_sgemm(uk);
-        self.gemm_batch(g, f, 0, Point::default())
+    /// The batch loops around one `varc_sgemm` call per batch point; with
+    /// `packed`, the calls go to `varc_sgemm_packed` on B packed ahead.
+    pub fn gemm_with(&mut self, g: &Gemm, uk: &Ukernels, packed: Option<&PackedOperand>) -> R<()> {
+        let cc = self.b.func.signature.call_conv;
+        let f = match packed {
+            Some(pk) => self.import_fn(pk.symbol, sgemm_packed_signature(cc)),
+            None => self.import_fn(uk.sgemm, sgemm_signature(cc)),
+        };
+        self.gemm_batch(g, f, packed, 0, Point::default())
     }
 
-    fn gemm_batch(&mut self, g: &Gemm, f: FuncRef, i: usize, pt: Point) -> R<()> {
+    fn gemm_batch(
+        &mut self,
+        g: &Gemm,
+        f: FuncRef,
+        packed: Option<&PackedOperand>,
+        i: usize,
+        pt: Point,
+    ) -> R<()> {
         let Some(&axis) = g.batch.get(i) else {
-            return self.gemm_call(g, f, &pt);
+            return self.gemm_call(g, f, packed, &pt);
         };
         let n = self.k.domain[axis] as i64;
-        let body = |em: &mut Self, iv| em.gemm_batch(g, f, i + 1, pt.with(Var::Out(axis), iv, 0));
+        let body =
+            |em: &mut Self, iv| em.gemm_batch(g, f, packed, i + 1, pt.with(Var::Out(axis), iv, 0));
         match self.split {
             Some((s, lo, hi)) if s == axis => self.for_dynamic(lo, hi, body),
             _ => self.for_range(0, n, 1, body),
@@ -254,7 +430,13 @@ impl Em<'_, '_> {
         Ok(self.b.ins().iadd_imm_s(addr, a.index.offset * 4))
     }
 
-    fn gemm_call(&mut self, g: &Gemm, f: FuncRef, pt: &Point) -> R<()> {
+    fn gemm_call(
+        &mut self,
+        g: &Gemm,
+        f: FuncRef,
+        packed: Option<&PackedOperand>,
+        pt: &Point,
+    ) -> R<()> {
         let coeff = |a: &Access, ax: Option<usize>| ax.map_or(0, |i| a.index.coeff(Var::Out(i)));
         let kc = |a: &Access| g.kvar.map_or(0, |v| a.index.coeff(v));
         let st = &self.k.store;
@@ -270,9 +452,27 @@ impl Em<'_, '_> {
         ];
         let st = st.clone();
         let pa = self.gemm_base(&g.a, &g.batch, pt)?;
-        let pb = self.gemm_base(&g.b, &g.batch, pt)?;
         let pc = self.gemm_base(&st, &g.batch, pt)?;
         let c = |em: &mut Self, v: i64| em.b.ins().iconst(types::I64, v);
+        if let Some(pk) = packed {
+            // The JIT program keeps the packed matrix alive as long as
+            // this code.
+            let addr = Arc::as_ptr(&pk.pack) as i64;
+            let args = [
+                c(self, m),
+                pa,
+                c(self, strides[0]),
+                c(self, strides[1]),
+                c(self, addr),
+                pc,
+                c(self, strides[4]),
+                c(self, strides[5]),
+                self.b.ins().iconst(types::I32, 0),
+            ];
+            self.b.ins().call(f, &args);
+            return Ok(());
+        }
+        let pb = self.gemm_base(&g.b, &g.batch, pt)?;
         let args = [
             c(self, m),
             c(self, n),

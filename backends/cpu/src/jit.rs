@@ -5,16 +5,17 @@
 
 use crate::math::{Imports, Libm, host};
 use crate::plan::Plan;
-use crate::{CodegenError, abi, gemm, isa, kernel, status_message};
+use crate::{CodegenError, abi, attention, gemm, isa, kernel, status_message};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::UserFuncName;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use varc_ir::kernel::{BufKind, Program};
+use varc_ir::kernel::{BufId, BufKind, Buffer, Kernel, Program};
 use varc_ir::{Tensor, TensorData};
 use varc_runtime::pool::{self, ThreadPool};
+use varc_runtime::ukernel::PackedB;
 
 type KernelFn = unsafe extern "C" fn(*const *mut u8, i64, i64) -> i32;
 
@@ -22,14 +23,29 @@ type KernelFn = unsafe extern "C" fn(*const *mut u8, i64, i64) -> i32;
 /// below it waking the workers costs more than it saves.
 const PAR_MIN_WORK: u64 = 1 << 15;
 
+/// The extent of the axis a kernel is split along on a pool of two or more
+/// threads, `None` when it always runs as one call. The JIT and AOT
+/// objects' `run_parallel` share this rule, so both split the same kernels.
+pub(crate) fn parallel_extent(k: &Kernel, built: &kernel::Built) -> Option<usize> {
+    let n = built.split.map_or(1, |a| k.domain[a]);
+    (n >= 2 && built.work >= PAR_MIN_WORK).then_some(n)
+}
+
 /// A program's kernels, compiled for the host and ready to run.
 pub struct JitProgram {
     program: Program,
     kernels: Vec<KernelFn>,
     plans: Vec<Plan>,
-    /// Per kernel: the extent of its split axis (1: runs as one task) and
-    /// its rough cost.
-    splits: Vec<(usize, u64)>,
+    /// Per kernel: the runtime routine it calls instead of its loop nest.
+    libraries: Vec<Option<&'static str>>,
+    /// Per kernel: [`parallel_extent`].
+    splits: Vec<Option<usize>>,
+    /// Weights packed at compile time; the code holds their addresses.
+    packs: Vec<Arc<PackedB>>,
+    /// Weights every kernel reads only through a packed copy.
+    packed_only: Vec<BufId>,
+    /// Those of `packed_only` whose data `program` no longer holds.
+    released: Vec<BufId>,
     /// Owns the executable memory the kernel pointers point into. Behind a
     /// mutex only so that `JitProgram` is `Sync` (JITModule is `Send`, not
     /// `Sync`); it is touched again only when dropped.
@@ -52,7 +68,64 @@ impl Default for JitOptions {
     }
 }
 
+/// Compiles `program`, keeping a copy of it without the data of weights
+/// the code reads only through packed copies.
 pub(crate) fn compile(program: &Program, opts: JitOptions) -> Result<JitProgram, CodegenError> {
+    let mut jit = compile_code(program, opts)?;
+    let Program {
+        buffers,
+        kernels,
+        inputs,
+        outputs,
+    } = program;
+    let buffers = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| match empty_weight(b) {
+            Some(kind) if jit.packed_only.contains(&BufId(i)) => {
+                jit.released.push(BufId(i));
+                Buffer {
+                    name: b.name.clone(),
+                    dtype: b.dtype,
+                    shape: b.shape.clone(),
+                    kind,
+                }
+            }
+            _ => b.clone(),
+        })
+        .collect();
+    jit.program = Program {
+        buffers,
+        kernels: kernels.clone(),
+        inputs: inputs.clone(),
+        outputs: outputs.clone(),
+    };
+    Ok(jit)
+}
+
+/// A weight of `b`'s dtype without data, when `b` is a weight.
+fn empty_weight(b: &Buffer) -> Option<BufKind> {
+    let BufKind::Weight(_) = b.kind else {
+        return None;
+    };
+    let t = Tensor::new(vec![0], TensorData::from_f64(b.dtype, &[])).ok()?;
+    Some(BufKind::Weight(t))
+}
+
+/// [`compile`] keeping `program` without a copy, and dropping the data of
+/// weights that the code reads only through packed copies.
+pub(crate) fn compile_owned(
+    program: Program,
+    opts: JitOptions,
+) -> Result<JitProgram, CodegenError> {
+    let mut jit = compile_code(&program, opts)?;
+    jit.program = program;
+    jit.release_packed_weights();
+    Ok(jit)
+}
+
+/// The code for `program`, with an empty program (the callers fill it in).
+fn compile_code(program: &Program, opts: JitOptions) -> Result<JitProgram, CodegenError> {
     let isa = isa::host()?;
     let jit = |e: cranelift_module::ModuleError| CodegenError::Jit(e.to_string());
     let cc = isa.default_call_conv();
@@ -63,6 +136,14 @@ pub(crate) fn compile(program: &Program, opts: JitOptions) -> Result<JitProgram,
     builder.symbol(
         gemm::SGEMM_SYMBOL,
         varc_runtime::ukernel::varc_sgemm as *const u8,
+    );
+    builder.symbol(
+        gemm::SGEMM_PACKED_SYMBOL,
+        varc_runtime::ukernel::varc_sgemm_packed as *const u8,
+    );
+    builder.symbol(
+        attention::ATTENTION_SYMBOL,
+        varc_runtime::ukernel::varc_attention as *const u8,
     );
     let mut module = JITModule::new(builder);
     let mut imports = Imports { index: vec![] };
@@ -84,25 +165,82 @@ pub(crate) fn compile(program: &Program, opts: JitOptions) -> Result<JitProgram,
     } else {
         None
     };
+    let attn = if opts.ukernels {
+        let id = module
+            .declare_function(
+                attention::ATTENTION_SYMBOL,
+                Linkage::Import,
+                &attention::attention_signature(cc),
+            )
+            .map_err(jit)?;
+        Some(attention::AttentionImport(id.as_u32()))
+    } else {
+        None
+    };
+    let packs = if opts.ukernels && gemm::packing_enabled() {
+        let id = module
+            .declare_function(
+                gemm::SGEMM_PACKED_SYMBOL,
+                Linkage::Import,
+                &gemm::sgemm_packed_signature(cc),
+            )
+            .map_err(jit)?;
+        Some(gemm::WeightPacks::new(id.as_u32()))
+    } else {
+        None
+    };
+    // Weights some kernel reads other than as its packed B.
+    let mut plain = vec![false; program.buffers.len()];
+    let mut packed = vec![false; program.buffers.len()];
+    let mut libraries = Vec::new();
     let sig = abi::kernel_signature(cc);
     let mut ids = Vec::new();
     let mut plans = Vec::new();
     let mut splits = Vec::new();
+    let started = std::time::Instant::now();
+    let mut cranelift = std::time::Duration::ZERO;
     for (i, k) in program.kernels.iter().enumerate() {
-        let mut built = kernel::build_with(program, k, &*isa, &imports, uk.as_ref())?;
-        splits.push((built.split.map_or(1, |a| k.domain[a]), built.work));
+        let mut built = kernel::build_host(
+            program,
+            k,
+            &*isa,
+            &imports,
+            uk.as_ref(),
+            attn,
+            packs.as_ref(),
+        )?;
+        if let Some(b) = built.packed_b {
+            packed[b.0] = true;
+        }
+        for b in gemm::plain_reads(k, built.packed_b) {
+            plain[b.0] = true;
+        }
+        libraries.push(built.library);
+        splits.push(parallel_extent(k, &built));
         let id = module
             .declare_function(&format!("varc_kernel_{i}"), Linkage::Local, &sig)
             .map_err(jit)?;
         built.func.name = UserFuncName::user(0, id.as_u32());
+        let t0 = std::time::Instant::now();
         let mut ctx = Context::for_function(built.func);
         module
             .define_function(id, &mut ctx)
             .map_err(|e| CodegenError::kernel(&k.name, format!("Cranelift: {e:?}")))?;
+        cranelift += t0.elapsed();
         ids.push(id);
         plans.push(built.plan);
     }
     module.finalize_definitions().map_err(jit)?;
+    if std::env::var("VARC_PROFILE").is_ok_and(|v| v == "1") {
+        let (bytes, packing) = packs.as_ref().map_or(Default::default(), |p| p.stats());
+        eprintln!(
+            "VARC_PROFILE: JIT {:.1} ms: Cranelift {:.1} ms, weights packed {:.1} MB in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3,
+            cranelift.as_secs_f64() * 1e3,
+            bytes as f64 / 1e6,
+            packing.as_secs_f64() * 1e3
+        );
+    }
     let kernels = ids
         .into_iter()
         .map(|id| {
@@ -113,23 +251,70 @@ pub(crate) fn compile(program: &Program, opts: JitOptions) -> Result<JitProgram,
             unsafe { std::mem::transmute::<*const u8, KernelFn>(code) }
         })
         .collect();
+    let packed_only = (0..program.buffers.len())
+        .filter(|&i| packed[i] && !plain[i])
+        .map(BufId)
+        .collect();
     Ok(JitProgram {
-        program: program.clone(),
+        program: Program::default(),
         kernels,
         plans,
+        libraries,
         splits,
+        packs: packs.map_or(vec![], gemm::WeightPacks::into_packs),
+        packed_only,
+        released: vec![],
         module: std::sync::Mutex::new(Some(module)),
     })
 }
 
 impl JitProgram {
+    /// The program compiled, except that the weights listed by
+    /// [`JitProgram::released_weights`] hold no data (empty tensors): the
+    /// code reads them only through copies packed at compile time.
     pub fn program(&self) -> &Program {
         &self.program
+    }
+
+    /// Weights whose data was dropped because every kernel reads them
+    /// through a copy packed at compile time.
+    pub fn released_weights(&self) -> &[BufId] {
+        &self.released
+    }
+
+    /// Bytes of weights packed at compile time.
+    pub fn packed_bytes(&self) -> usize {
+        self.packs.iter().map(|p| p.bytes()).sum()
+    }
+
+    /// Drops the data of weights only read through packed copies.
+    fn release_packed_weights(&mut self) {
+        for &id in &self.packed_only {
+            let b = &mut self.program.buffers[id.0];
+            if let Some(kind) = empty_weight(b) {
+                b.kind = kind;
+                self.released.push(id);
+            }
+        }
     }
 
     /// How each kernel was looped (scalar, f32x4, register-blocked).
     pub fn plans(&self) -> &[Plan] {
         &self.plans
+    }
+
+    /// The runtime routine kernel `i` calls instead of compiling its loop
+    /// nest (a library tag honoured), if any.
+    pub fn library(&self, i: usize) -> Option<&'static str> {
+        self.libraries[i]
+    }
+
+    /// How kernel `i` runs, for listings: its library routine, or its plan.
+    pub fn describe(&self, i: usize) -> String {
+        match self.libraries[i] {
+            Some(lib) => lib.to_string(),
+            None => self.plans[i].to_string(),
+        }
     }
 
     /// Runs every kernel in order over the given buffer base addresses
@@ -237,11 +422,10 @@ impl JitProgram {
     /// contract.
     unsafe fn run_split(&self, i: usize, table: &Arc<[usize]>, pool: &ThreadPool) -> i32 {
         let f = self.kernels[i];
-        let (n, work) = self.splits[i];
-        if pool.threads() == 1 || n < 2 || work < PAR_MIN_WORK {
+        let (Some(n), false) = (self.splits[i], pool.threads() == 1) else {
             // SAFETY: as in `run_kernels` (the caller upholds its contract).
             return unsafe { f(table.as_ptr() as *const *mut u8, 0, i64::MAX) };
-        }
+        };
         let tasks = pool::range_count(n, 2 * pool.threads(), 1);
         let status = Arc::new(AtomicI32::new(crate::STATUS_OK));
         let (table, st) = (table.clone(), status.clone());
@@ -296,7 +480,10 @@ impl JitProgram {
         let mut mem: Vec<Vec<u8>> = p
             .buffers
             .iter()
-            .map(|b| match &b.kind {
+            .enumerate()
+            .map(|(i, b)| match &b.kind {
+                // Never read: the code uses the packed copy.
+                _ if self.released.contains(&BufId(i)) => vec![],
                 BufKind::Weight(t) => t.data().to_le_bytes(),
                 _ => vec![0; b.byte_size()],
             })
@@ -315,8 +502,8 @@ impl JitProgram {
             }
             mem[id.0] = t.data().to_le_bytes();
         }
-        for (b, m) in p.buffers.iter().zip(&mem) {
-            if m.len() != b.byte_size() {
+        for (i, (b, m)) in p.buffers.iter().zip(&mem).enumerate() {
+            if m.len() != b.byte_size() && !self.released.contains(&BufId(i)) {
                 return Err(format!("weight '{}' does not match its buffer", b.name));
             }
         }

@@ -2,6 +2,7 @@
 //! the expression code, then the store.
 
 use crate::abi;
+use crate::attention::{self, AttentionImport};
 use crate::expr::{Em, Point, R};
 use crate::gemm::{self, Ukernels};
 use crate::math::Imports;
@@ -23,6 +24,12 @@ pub struct Built {
     /// Rough cost of the whole kernel (points × reduction extents), for
     /// deciding whether a parallel run pays.
     pub work: u64,
+    /// The runtime routine the function calls instead of the loop nest
+    /// (for listings), when the kernel's library tag was honoured.
+    pub library: Option<&'static str>,
+    /// The weight buffer the function reads packed ahead (its sgemm B
+    /// operand), if any.
+    pub packed_b: Option<varc_ir::kernel::BufId>,
 }
 
 /// The axis a kernel's work is split along for parallel runs: its first
@@ -80,9 +87,47 @@ pub fn build_with(
     imports: &Imports,
     uk: Option<&Ukernels>,
 ) -> Result<Built, CodegenError> {
+    build_with_library(p, k, isa, imports, uk, None)
+}
+
+/// [`build_with`]; with `attn`, kernels tagged with an attention call run
+/// the runtime's fused attention microkernel (see [`attention`]).
+pub fn build_with_library(
+    p: &Program,
+    k: &Kernel,
+    isa: &dyn TargetIsa,
+    imports: &Imports,
+    uk: Option<&Ukernels>,
+    attn: Option<AttentionImport>,
+) -> Result<Built, CodegenError> {
+    build_host(p, k, isa, imports, uk, attn, None)
+}
+
+/// [`build_with_library`]; with `packs`, sgemm B operands that are weights
+/// are packed at compile time (see [`gemm::WeightPacks`]).
+pub fn build_host(
+    p: &Program,
+    k: &Kernel,
+    isa: &dyn TargetIsa,
+    imports: &Imports,
+    uk: Option<&Ukernels>,
+    attn: Option<AttentionImport>,
+    packs: Option<&gemm::WeightPacks>,
+) -> Result<Built, CodegenError> {
     let err = |e: String| CodegenError::kernel(&k.name, e);
     check::validate(p, k).map_err(err)?;
-    let gemm = uk.and_then(|_| gemm::recognise(p, k));
+    if let (Some(import), Some(call)) = (attn, attention::tagged(k)) {
+        return Ok(Built {
+            func: attention::build(p, call, isa, import).map_err(err)?,
+            plan: Plan::SCALAR,
+            split: None,
+            work: attention::work(call),
+            library: Some("attention ukernel"),
+            packed_b: None,
+        });
+    }
+    let gemm = uk.and_then(|_| gemm::recognise_for(p, k, packs.is_some()));
+    let packed = gemm.as_ref().zip(packs).and_then(|(g, w)| w.pack(p, g));
     let vregs = isa::vector_registers(isa);
     let mut plan = match &gemm {
         Some(g) => g
@@ -130,7 +175,7 @@ pub fn build_with(
     if !k.domain.contains(&0) {
         match (&gemm, uk) {
             (Some(g), Some(uk)) => {
-                em.gemm(g, uk).map_err(err)?;
+                em.gemm_with(g, uk, packed.as_ref()).map_err(err)?;
                 if let Some(e) = &g.epilogue {
                     em.k = e;
                     em.nest(plan).map_err(err)?;
@@ -146,6 +191,8 @@ pub fn build_with(
         plan,
         split,
         work: work(k),
+        library: None,
+        packed_b: packed.map(|x| x.buf),
     })
 }
 

@@ -19,6 +19,7 @@
 
 mod abi;
 pub mod aot;
+mod attention;
 mod check;
 mod expr;
 mod gemm;
@@ -149,9 +150,19 @@ pub fn compile_for(
     Ok(out)
 }
 
-/// Compiles every kernel for the host CPU into executable memory.
+/// Compiles every kernel for the host CPU into executable memory. The
+/// result keeps a copy of `program` without the data of weights packed at
+/// compile time and read no other way ([`JitProgram::released_weights`]).
 pub fn compile_jit(program: &Program) -> Result<JitProgram, CodegenError> {
     jit::compile(program, JitOptions::default())
+}
+
+/// [`compile_jit`] taking the program by value, so that no copy of it is
+/// kept: with the data of weights that the code reads only through copies
+/// packed at compile time dropped (see [`JitProgram::released_weights`]),
+/// weights are held once.
+pub fn compile_jit_owned(program: Program, opts: JitOptions) -> Result<JitProgram, CodegenError> {
+    jit::compile_owned(program, opts)
 }
 
 /// [`compile_jit`] with explicit options.

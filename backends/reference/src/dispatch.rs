@@ -127,6 +127,7 @@ fn dispatch(node: &Node, inputs: &[Option<&Tensor>]) -> R<Vec<Tensor>> {
         } => one(rms_norm(
             x(0, "X")?,
             x(1, "scale")?,
+            opt(inputs, 2),
             *axis,
             *epsilon,
             *stash_type,

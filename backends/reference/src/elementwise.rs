@@ -69,6 +69,7 @@ fn float_unary(op: UnaryOp, x: f64) -> f64 {
                 x.exp().ln_1p()
             }
         }
+        Silu => x * float_unary(Sigmoid, x),
         // Not, IsNaN and IsInf are handled before reaching here.
         Not | IsNaN | IsInf => f64::NAN,
     }
@@ -592,6 +593,10 @@ mod tests {
         assert_eq!(sp.as_f32().unwrap(), &[1000.0, std::f32::consts::LN_2]);
         let sg = unary(UnaryOp::Sigmoid, &f32t(&[3], &[-1000.0, 0.0, 1000.0])).unwrap();
         assert_eq!(sg.as_f32().unwrap(), &[0.0, 0.5, 1.0]);
+        // SiLU saturates to 0 and to x without overflow.
+        let si = unary(UnaryOp::Silu, &f32t(&[4], &[-1000.0, 0.0, 2.0, 1000.0])).unwrap();
+        let want = 2.0 / (1.0 + (-2.0f64).exp());
+        assert_eq!(si.as_f32().unwrap(), &[-0.0, 0.0, want as f32, 1000.0]);
     }
 
     #[test]

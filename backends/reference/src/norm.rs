@@ -80,13 +80,22 @@ pub fn layer_norm(
     Ok(out)
 }
 
-/// RMSNormalization(X, Scale): X / sqrt(mean(X²) + ε) · Scale over dims [axis..).
-pub fn rms_norm(x: &Tensor, scale: &Tensor, axis: i64, epsilon: f32, stash_type: i64) -> R<Tensor> {
+/// RMSNormalization(X, Scale, B?): X / sqrt(mean(X²) + ε) · Scale (+ B)
+/// over dims [axis..). `B` is varc's extension (adaLN's shift).
+pub fn rms_norm(
+    x: &Tensor,
+    scale: &Tensor,
+    bias: Option<&Tensor>,
+    axis: i64,
+    epsilon: f32,
+    stash_type: i64,
+) -> R<Tensor> {
     require_float(x, "X")?;
     stash_dtype(stash_type)?;
     let ax = norm_axis(axis, x.rank())?;
     let (rows, cols) = (prod(&x.shape()[..ax]), prod(&x.shape()[ax..]));
     let s = affine(scale, x, "Scale")?;
+    let b = bias.map(|b| affine(b, x, "B")).transpose()?;
     let v = x.to_f64_vec();
     let eps = epsilon as f64;
     let mut y = vec![0.0; v.len()];
@@ -96,7 +105,11 @@ pub fn rms_norm(x: &Tensor, scale: &Tensor, axis: i64, epsilon: f32, stash_type:
         let inv = 1.0 / (ms + eps).sqrt();
         for c in 0..cols {
             let i = r * cols + c;
-            y[i] = v[i] * inv * s[i];
+            let n = v[i] * inv * s[i];
+            y[i] = match &b {
+                Some(b) => n + b[i],
+                None => n,
+            };
         }
     }
     tensor(x.shape().to_vec(), TensorData::from_f64(x.dtype(), &y))
@@ -233,9 +246,19 @@ mod tests {
     fn rms_norm_rows() {
         let x = f32t(&[1, 2], &[3.0, 4.0]);
         let s = f32t(&[2], &[1.0, 2.0]);
-        let y = rms_norm(&x, &s, -1, 0.0, 1).unwrap();
+        let y = rms_norm(&x, &s, None, -1, 0.0, 1).unwrap();
         let r = (12.5f64).sqrt();
         close(&y.to_f64_vec(), &[3.0 / r, 8.0 / r]);
+        // adaLN form: per-row scale and shift broadcast over the row.
+        let x = f32t(&[2, 1, 2], &[3.0, 4.0, 1.0, 1.0]);
+        let s = f32t(&[2, 1, 1], &[2.0, 3.0]);
+        let b = f32t(&[2, 1, 1], &[0.5, -1.0]);
+        let y = rms_norm(&x, &s, Some(&b), -1, 0.0, 1).unwrap();
+        close(
+            &y.to_f64_vec(),
+            &[6.0 / r + 0.5, 8.0 / r + 0.5, 3.0 - 1.0, 3.0 - 1.0],
+        );
+        assert!(rms_norm(&x, &s, Some(&f32t(&[3], &[0.0; 3])), -1, 0.0, 1).is_err());
     }
 
     #[test]

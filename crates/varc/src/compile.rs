@@ -8,6 +8,7 @@ use varc_backend_cpu::{JitProgram, Target};
 use varc_ir::Tensor;
 use varc_ir::kernel::plan::{MemoryPlan, plan};
 use varc_ir::kernel::{BufKind, Program};
+use varc_ir::lower::LowerOptions;
 use varc_runtime::NamedTensors;
 use varc_runtime::pool::ThreadPool;
 
@@ -31,6 +32,11 @@ pub struct Executable {
 impl LoadedModel {
     /// Lowers the model to kernel IR (all shapes must be static).
     pub fn lower(&self) -> Result<Program> {
+        self.lower_with(&LowerOptions::default())
+    }
+
+    /// [`LoadedModel::lower`] with explicit lowering options.
+    pub fn lower_with(&self, opts: &LowerOptions) -> Result<Program> {
         let optimized = self.graph_to_lower()?;
         let (graph, inferred) = match &optimized {
             Some((g, i)) => (g, i),
@@ -45,13 +51,42 @@ impl LoadedModel {
                 node.op.kind()
             );
         }
-        Ok(varc_ir::lower::lower(graph, &inferred.consts)?)
+        Ok(varc_ir::lower::lower_with(graph, &inferred.consts, opts)?)
+            .map(|program| self.fuse_kernels(program))
+    }
+
+    /// Kernel fusion ([`varc_ir::kernel::fuse`]) on a lowered program,
+    /// unless [`LoadedModel::kernel_fusion`] says it is off.
+    fn fuse_kernels(&self, program: Program) -> Program {
+        if self.kernel_fusion() {
+            varc_ir::kernel::fuse::fuse(program)
+        } else {
+            program
+        }
+    }
+
+    /// Whether lowering fuses kernels: on with the optimisation passes,
+    /// off with `--no-passes`, `--disable-pass kernel-fusion` or
+    /// `VARC_KERNEL_FUSION=0`.
+    pub fn kernel_fusion(&self) -> bool {
+        let name = varc_ir::kernel::fuse::PASS_NAME;
+        let env_off = std::env::var("VARC_KERNEL_FUSION").is_ok_and(|v| v == "0");
+        let opts_on = self
+            .pipeline
+            .as_ref()
+            .is_some_and(|o| !o.disabled.iter().any(|d| d == name));
+        opts_on && !env_off
     }
 
     /// Compiles for the host CPU (JIT).
     pub fn compile_host(&self) -> Result<Executable> {
         let t0 = Instant::now();
-        let program = self.lower()?;
+        // The JIT runs tagged attention kernels through the runtime's fused
+        // microkernel when microkernels are on (AOT and CUDA keep five);
+        // `VARC_FUSED_ATTENTION=0` keeps five here too (for comparisons).
+        let fused_attention = varc_backend_cpu::JitOptions::default().ukernels
+            && std::env::var("VARC_FUSED_ATTENTION").map_or(true, |v| v != "0");
+        let program = self.lower_with(&LowerOptions { fused_attention })?;
         let plan = plan(&program);
         plan.check(&program).map_err(anyhow::Error::msg)?;
         let jit = varc_backend_cpu::compile_jit(&program)?;
@@ -217,7 +252,7 @@ impl Drop for Executable {
                 100.0 * times[i] / total.max(1e-12),
                 k.name,
                 k.domain,
-                self.jit.plans()[i]
+                self.jit.describe(i)
             );
         }
     }

@@ -18,6 +18,9 @@ use std::process::ExitCode;
     varc run models/minvar_dyn18.onnx --backend reference\n  \
     varc run m.onnx --target aarch64-unknown-linux-gnu --emit asm\n  \
     varc m.onnx --target cuda:sm_90              PTX + plan.json + weights.bin in m.cuda/ (runs on a GPU)\n  \
+    varc run m.onnx --emit so --emit-to libm.so  ahead of time: libm.so + libm.h (C entry varc_m_run)\n  \
+    varc run m.onnx --emit obj --emit-to m.o --weights external   m.o, m.h and the weights in m.weights\n  \
+    varc run m.onnx --emit obj --emit-to m.o --ukernels link      matmuls call varc_sgemm: link libvarc_capi.a\n  \
     varc run m.onnx --inputs in.npz --output out.safetensors\n  \
     varc inspect m.onnx --dim batch=2            shapes, op histogram, FLOPs, parameters\n  \
     varc inspect m.onnx --dot m.dot && dot -Tsvg m.dot > m.svg")]

@@ -18,7 +18,7 @@ impl LoadedModel {
         let (report, inferred) = run_pipeline(
             &mut self.model.graph,
             &default_passes(),
-            opts,
+            &graph_options(opts),
             &varc_backend_ref::RefFolder,
         )?;
         self.inferred = inferred;
@@ -36,9 +36,18 @@ impl LoadedModel {
         let (_, inferred) = run_pipeline(
             &mut g,
             &default_passes(),
-            opts,
+            &graph_options(opts),
             &varc_backend_ref::RefFolder,
         )?;
         Ok(Some((g, inferred)))
     }
+}
+
+/// `opts` for the graph pipeline: without kernel-level pass names (kernel
+/// fusion runs after lowering, see `LoadedModel::kernel_fusion`), which the
+/// graph pipeline would reject as unknown.
+fn graph_options(opts: &PipelineOptions) -> PipelineOptions {
+    let mut o = opts.clone();
+    o.disabled.retain(|d| d != varc_ir::kernel::fuse::PASS_NAME);
+    o
 }

@@ -75,3 +75,70 @@ fn emit_to_a_header_path_is_refused() {
     assert!(!ok);
     assert!(stderr.contains(".h"), "{stderr}");
 }
+
+#[test]
+fn external_weights_go_beside_the_artifact() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aot-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("ext.o");
+    let (ok, stderr) = varc(&["--emit", "obj", "--weights", "external"], &out);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("(external)"), "{stderr}");
+    let weights = std::fs::read(dir.join("ext.weights")).unwrap();
+    assert_eq!(&weights[..8], b"VARCWTS\0");
+    let header = std::fs::read_to_string(dir.join("ext.h")).unwrap();
+    assert!(header.contains(&format!(
+        "#define VARC_MINVAR_DYN18_WEIGHTS_FILE_BYTES UINT64_C({})",
+        weights.len()
+    )));
+    assert!(header.contains(
+        "int varc_minvar_dyn18_check_weights(const void *weights, uint64_t weights_bytes);"
+    ));
+}
+
+#[test]
+fn ukernels_link_is_refused_for_cross_targets() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aot-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let args = [
+        "--emit",
+        "obj",
+        "--ukernels",
+        "link",
+        "--target",
+        "aarch64-unknown-linux-gnu",
+    ];
+    let (ok, stderr) = varc(&args, &dir.join("uk64.o"));
+    assert!(!ok);
+    assert!(stderr.contains("this machine"), "{stderr}");
+}
+
+#[test]
+fn shared_ukernels_with_a_missing_runtime_lib_fail() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aot-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("nowhere/libvarc_capi.a");
+    let args = [
+        "--emit",
+        "so",
+        "--ukernels",
+        "link",
+        "--runtime-lib",
+        missing.to_str().unwrap(),
+    ];
+    let (ok, stderr) = varc(&args, &dir.join("uk.so"));
+    assert!(!ok);
+    assert!(stderr.contains("nowhere/libvarc_capi.a"), "{stderr}");
+}
+
+#[test]
+fn aot_options_need_emit_obj_or_so() {
+    let o = Command::new(env!("CARGO_BIN_EXE_varc"))
+        .arg("run")
+        .arg(model("minvar_dyn18.onnx"))
+        .args(["--weights", "external"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--emit obj|so"));
+}

@@ -141,7 +141,8 @@ impl Scope<'_> {
 }
 
 /// Checks that a native backend (named in errors) can compile `k`: dtypes,
-/// functions, variable bindings.
+/// functions, variable bindings, and that its library tag (if any) is
+/// safe to call in place of the loop nest ([`super::library::check`]).
 pub fn validate(p: &Program, k: &Kernel, backend: &str) -> Result<(), String> {
     let mut s = Scope {
         p,
@@ -150,7 +151,8 @@ pub fn validate(p: &Program, k: &Kernel, backend: &str) -> Result<(), String> {
     };
     s.access(&k.store)?;
     s.expr(&k.value)?;
-    s.dtype_ok(k.value.dtype(&p.buffers))
+    s.dtype_ok(k.value.dtype(&p.buffers))?;
+    super::library::check(p, k)
 }
 
 /// The range `[lo, hi]` of element indices an access can touch, with each

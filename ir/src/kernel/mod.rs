@@ -19,6 +19,8 @@
 
 pub mod analysis;
 pub mod eval;
+pub mod fuse;
+pub mod library;
 pub mod plan;
 mod print;
 
@@ -318,9 +320,7 @@ pub struct Kernel {
     pub library: Option<Library>,
 }
 
-/// Library routines a kernel can be tagged with (see [`Kernel::library`]).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Library {}
+pub use library::{AttentionCall, Library, Operand4};
 
 impl Kernel {
     /// Buffers this kernel reads.

@@ -1,6 +1,6 @@
 //! Text form of kernel IR, for `--emit kernels`, listings and golden tests.
 
-use super::{Access, Affine, BufKind, Expr, Guard, Kernel, Program, Var};
+use super::{Access, Affine, BufKind, Expr, Guard, Kernel, Library, Operand4, Program, Var};
 use std::fmt::Write;
 
 fn var(v: &Var) -> String {
@@ -79,13 +79,44 @@ pub fn kernel_to_text(p: &Program, k: &Kernel) -> String {
         .enumerate()
         .map(|(i, n)| format!("i{i}<{n}"))
         .collect();
-    format!(
+    let mut text = format!(
         "kernel {} [{}]\n  {} = {}\n",
         k.name,
         dom.join(", "),
         access(p, &k.store),
         expr(p, &k.value)
-    )
+    );
+    if let Some(lib) = &k.library {
+        let _ = writeln!(text, "  library {}", library(p, lib));
+    }
+    text
+}
+
+fn operand(p: &Program, o: &Operand4) -> String {
+    let s: Vec<String> = o.strides.iter().map(i64::to_string).collect();
+    format!("%{}[{}; {}]", p.buffer(o.buf).name, o.offset, s.join(","))
+}
+
+/// A library tag: the routine, its operands as `%buf[offset; strides]`,
+/// and its sizes.
+fn library(p: &Program, lib: &Library) -> String {
+    match lib {
+        Library::Attention(a) => {
+            let mut ops: Vec<String> = a
+                .operands()
+                .iter()
+                .map(|(what, o, _)| format!("{what}={}", operand(p, o)))
+                .collect();
+            ops.push(format!(
+                "b={} hq={} hkv={} sq={} skv={} d={} dv={} scale={}",
+                a.batch, a.q_heads, a.kv_heads, a.s_q, a.s_kv, a.head_dim, a.v_head_dim, a.scale
+            ));
+            if let Some(o) = a.causal_offset {
+                ops.push(format!("causal j<=i+{o}"));
+            }
+            format!("attention({})", ops.join(", "))
+        }
+    }
 }
 
 pub fn program_to_text(p: &Program) -> String {

@@ -290,6 +290,7 @@ fn unary(u: UnaryOp, dt: DType, x: Expr) -> Result<Expr, String> {
             let t = || un(UnaryFn::Exp, un(UnaryFn::Neg, un(UnaryFn::Abs, v())));
             Ok(add(bin(BinaryFn::Max, v(), c(dt, 0.0)), log1p(dt, t)))
         }
+        Silu => Ok(mul(v(), un(UnaryFn::Sigmoid, v()))),
         // NaN is the one value unequal to itself.
         IsNaN => Ok(un(UnaryFn::Not, bin(BinaryFn::Eq, v(), v()))),
         IsInf => Ok(bin(

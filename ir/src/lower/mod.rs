@@ -246,6 +246,8 @@ pub struct Cx<'a> {
     next_red: &'a mut usize,
     graph: &'a Graph,
     consts: &'a HashMap<ValueRef, Tensor>,
+    /// How the caller asked for the graph to be lowered.
+    pub opts: LowerOptions,
 }
 
 impl Cx<'_> {
@@ -347,8 +349,29 @@ pub fn known_shape(t: &TypeInfo) -> Result<Vec<usize>, String> {
     })
 }
 
-/// Lowers a fully typed graph to a kernel program.
+/// Choices about the form of the lowered program; the values it computes
+/// are the same either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Lower attention, where supported, to one kernel tagged with
+    /// [`crate::kernel::Library::Attention`] (for backends with a fused
+    /// attention microkernel; the kernel's own loop nest recomputes the
+    /// scores and is only fit for the interpreter) instead of five kernels
+    /// over a materialised score matrix.
+    pub fused_attention: bool,
+}
+
+/// Lowers a fully typed graph to a kernel program (default options).
 pub fn lower(graph: &Graph, consts: &HashMap<ValueRef, Tensor>) -> Result<Program, IrError> {
+    lower_with(graph, consts, &LowerOptions::default())
+}
+
+/// Lowers a fully typed graph to a kernel program.
+pub fn lower_with(
+    graph: &Graph,
+    consts: &HashMap<ValueRef, Tensor>,
+    opts: &LowerOptions,
+) -> Result<Program, IrError> {
     let mut program = Program::default();
     let mut values: HashMap<ValueRef, View> = HashMap::new();
     let mut next_red = 0usize;
@@ -422,6 +445,7 @@ pub fn lower(graph: &Graph, consts: &HashMap<ValueRef, Tensor>) -> Result<Progra
             next_red: &mut next_red,
             graph,
             consts,
+            opts: *opts,
         };
         let views = lower_node(&mut cx, &ins, &outs).map_err(|e| node.error(e))?;
         for (slot, v) in views.into_iter().enumerate() {

@@ -117,6 +117,10 @@ pub fn lower(
             let stash = stash_dtype(*stash_type)?;
             let scale = input(ins, 1)?;
             check_affine(scale, x, "scale")?;
+            let bias = ins.get(2).and_then(|b| b.as_ref());
+            if let Some(b) = bias {
+                check_affine(b, x, "B")?;
+            }
             let dt = stat_dtype(x.dtype, stash);
             let axes: Vec<usize> = (ax..x.shape.len()).collect();
             let n = count(x, &axes);
@@ -134,10 +138,13 @@ pub fn lower(
                 |s| rsqrt(add(div(s, c(dt, n)), c(dt, *epsilon as f64))),
             );
             let idx = out_index(x.shape.len());
-            let y = mul(
+            let mut y = mul(
                 mul(x.load(&idx), cast(dt, x.dtype, inv.load(&idx))),
                 scale.load_broadcast(&x.shape),
             );
+            if let Some(b) = bias {
+                y = add(y, b.load_broadcast(&x.shape));
+            }
             let out = cx.temp(x.dtype, &x.shape);
             cx.emit(&out, y);
             Ok(vec![out])

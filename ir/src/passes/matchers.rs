@@ -191,5 +191,9 @@ pub(super) fn permute(x: &[usize], shape: &[usize], perm: &[usize]) -> Option<Ve
 pub(super) fn replace(g: &mut Graph, old: ValueRef, new: ValueRef) {
     let ty = g.value(old).ty.clone();
     g.value_mut(new).ty = ty;
+    // A graph output keeps its name: callers look outputs up by name.
+    if g.outputs.contains(&old) {
+        g.value_mut(new).name = g.value(old).name.clone();
+    }
     g.replace_uses(old, new);
 }

@@ -10,6 +10,7 @@
 //! pipeline; it records what fired where, and why it did not fire elsewhere,
 //! in its [`PassReport`].
 
+mod adaln;
 mod attention;
 mod commute;
 mod fold;
@@ -17,17 +18,22 @@ mod fold_resample;
 mod gelu;
 mod groupnorm;
 mod matchers;
+mod qkv;
 mod resample;
 mod rmsnorm;
+mod silu;
 
+pub use adaln::FuseAdaLn;
 pub use attention::FuseAttention;
 pub use commute::CommuteResampleProjection;
 pub use fold::{FoldConstants, eliminate_dead};
 pub use fold_resample::FoldResample;
 pub use gelu::FuseGelu;
 pub use groupnorm::FuseGroupNorm;
+pub use qkv::MergeProjections;
 pub use resample::ResampleAnalysis;
 pub use rmsnorm::FuseRmsNorm;
+pub use silu::FuseSilu;
 
 use crate::error::IrError;
 use crate::graph::Graph;
@@ -168,12 +174,16 @@ pub fn default_passes() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(FoldConstants),
         Box::new(FuseGelu),
+        Box::new(FuseSilu),
         Box::new(FuseRmsNorm),
         Box::new(FuseGroupNorm),
+        Box::new(FuseAdaLn),
         Box::new(FuseAttention),
         Box::new(ResampleAnalysis),
         Box::new(FoldResample),
         Box::new(CommuteResampleProjection),
+        // Last: the commutation pass reasons about single projections.
+        Box::new(MergeProjections),
         Box::new(FoldConstants),
     ]
 }

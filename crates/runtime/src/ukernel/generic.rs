@@ -1,18 +1,18 @@
 //! The portable tile (plain Rust; the compiler vectorises what it can), and
-//! the shared store of a finished tile through general strides.
+//! the shared stores of a finished tile through general strides.
 
-use super::{At, Tile};
+use super::{At, COut, Tile};
 
 pub(super) const PORTABLE: Tile = Tile {
     mr: 4,
     nr: 8,
     run: portable,
+    small: None,
 };
 
-fn portable(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], at: &At) {
+fn portable(kc: usize, a: &[f32], b: &[f32], c: COut, at: &At) {
     const MR: usize = 4;
     const NR: usize = 8;
-    at.check(c.len());
     let mut acc = [[0f32; NR]; MR];
     for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
         for i in 0..MR {
@@ -25,13 +25,33 @@ fn portable(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], at: &At) {
 }
 
 /// Adds (or stores) the valid corner of a row-major tile (`nr` columns)
-/// into C; safe indexing, for tails and strided C.
-pub(super) fn store(tile: &[f32], nr: usize, c: &mut [f32], at: &At) {
+/// into C, through any strides (tails, strided C).
+pub(super) fn store(tile: &[f32], nr: usize, c: COut, at: &At) {
+    at.check(c);
+    assert!(at.rows == 0 || tile.len() >= (at.rows - 1) * nr + at.cols);
     for i in 0..at.rows {
         for j in 0..at.cols {
-            let idx = (at.offset as isize + i as isize * at.rs + j as isize * at.cs) as usize;
+            let idx = at.offset as isize + i as isize * at.rs + j as isize * at.cs;
             let v = tile[i * nr + j];
-            c[idx] = if at.accumulate { c[idx] + v } else { v };
+            // SAFETY: `at.check` proved every element of the `rows × cols`
+            // corner lies in `0..c.len`, which the caller's `COut` makes
+            // writable; no other thread writes this element.
+            unsafe {
+                let p = c.ptr.offset(idx);
+                *p = if at.accumulate { *p + v } else { v };
+            }
+        }
+    }
+}
+
+/// Zeroes the `at.rows × at.cols` block of C at `at`.
+pub(super) fn zero(c: COut, at: &At) {
+    at.check(c);
+    for i in 0..at.rows {
+        for j in 0..at.cols {
+            let idx = at.offset as isize + i as isize * at.rs + j as isize * at.cs;
+            // SAFETY: as in `store`.
+            unsafe { *c.ptr.offset(idx) = 0.0 };
         }
     }
 }

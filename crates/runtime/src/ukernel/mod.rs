@@ -11,25 +11,42 @@
 //!
 //! with `X[r, c]` at `x + r·rs_x + c·cs_x`.
 //!
-//! Structure (Goto/BLIS): the `n` axis is cut into `NC` column blocks, `k`
-//! into `KC` depth blocks (B block packed into `NR`-wide slivers), `m` into
-//! `MC` row blocks (A block packed into `MR`-tall slivers, zero-padded);
-//! the microkernel multiplies one A sliver by one B sliver into an
-//! `MR × NR` register tile and adds it to C. The tile is chosen once per
+//! Structure (Goto/BLIS, [`blocks`]): the `n` axis is cut into column
+//! blocks, `k` into depth blocks (B block packed into `nr`-wide slivers),
+//! `m` into row blocks (A block packed into `mr`-tall slivers); the
+//! microkernel multiplies the valid rows of one A sliver by one B sliver
+//! in registers and adds the tile to C. The tile is chosen once per
 //! process from the CPU's features ([`Isa::detect`]): AVX-512F 12×32,
-//! AVX2+FMA 6×16, NEON 8×8, or portable 4×8.
+//! AVX2+FMA 6×16, NEON 8×8, or portable 4×8. Row tails run a tile of
+//! exactly the remaining rows, and products of at most [`SMALL_ROWS`]
+//! rows (GEMV-like) read A in place with a wider tile where the ISA has
+//! one.
 //!
-//! Operands are packed on every call, weights included; packing constant
-//! B operands once at compile time is a later refinement.
+//! Constant B operands (weights) are packed once into a [`PackedB`] and
+//! multiplied through [`varc_sgemm_packed`], which packs nothing but the
+//! (small) A blocks.
+//!
+//! Every element of C is the same chain of operations whichever path,
+//! tile or thread computes it: a fused multiply-add chain over each depth
+//! block from zero, added to C block after block. So results do not
+//! depend on the thread count or on how the work is cut.
+//!
+//! [`attention`] is the fused attention microkernel (flash-attention
+//! style, [`varc_attention`]) for kernels tagged `Library::Attention`.
 
+pub mod attention;
+mod blocks;
 mod generic;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod pack;
+mod packed;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use std::cell::RefCell;
+pub use attention::varc_attention;
+pub use blocks::Blocking;
+pub use packed::PackedB;
 use std::sync::OnceLock;
 
 /// A read-only strided matrix view: element `(r, c)` is
@@ -81,8 +98,27 @@ fn fits(len: usize, offset: usize, rows: usize, cols: usize, rs: isize, cs: isiz
     }
 }
 
+/// Distinct `(r, c)` of a `rows × cols` view are distinct elements: the
+/// axis with the larger stride steps past the whole span of the other.
+fn injective(rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let (big, big_n, small, small_n) = if rs.unsigned_abs() >= cs.unsigned_abs() {
+        (rs, rows, cs, cols)
+    } else {
+        (cs, cols, rs, rows)
+    };
+    let inner = small_n <= 1 || small != 0;
+    let outer = big_n <= 1
+        || (small_n - 1)
+            .checked_mul(small.unsigned_abs())
+            .is_some_and(|span| big.unsigned_abs() > span);
+    inner && outer
+}
+
 /// The instruction set the microkernels use on this machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
     Avx512,
     Avx2Fma,
@@ -131,6 +167,15 @@ impl Isa {
         v
     }
 
+    /// `self` when this machine supports it, else the portable tile.
+    fn usable(self) -> Isa {
+        if Isa::available().contains(&self) {
+            self
+        } else {
+            Isa::Portable
+        }
+    }
+
     fn tile(self) -> Tile {
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -153,18 +198,48 @@ impl Isa {
     }
 }
 
-/// One microkernel tile: `MR × NR` of C from packed slivers.
-///
-/// `run(kc, a, b, c, at)` multiplies the packed A sliver `a` (`kc × mr`,
-/// `a[p·mr + i]`) by the packed B sliver `b` (`kc × nr`, `b[p·nr + j]`)
-/// and adds (or, without `at.accumulate`, stores) the `at.rows × at.cols`
-/// valid corner into `c`. The caller guarantees (and `run` checks) that
-/// every element of that corner lies inside `c`.
+/// Products with at most this many rows take the tile's small path (A
+/// read in place) when it has one.
+pub const SMALL_ROWS: usize = 4;
+
+/// C as the tiles see it: `len` f32s from `ptr`. Raw rather than a
+/// `&mut [f32]` so that tasks of one product may hold overlapping spans
+/// (column blocks of a row-major C) while writing disjoint elements.
+#[derive(Clone, Copy, Debug)]
+struct COut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+/// The multiply of one tile: `run(kc, a, b, c, at)` multiplies the first
+/// `at.rows` rows of the packed A sliver `a` (`a[p·mr + i]`) by the
+/// packed B sliver `b` (`b[p·nr + j]`), `kc` steps, and adds (or, without
+/// `at.accumulate`, stores) the `at.rows × at.cols` valid corner into C.
+/// The tile checks that corner lies inside `c` before writing.
+type RunFn = fn(usize, &[f32], &[f32], COut, &At);
+
+/// The small-product multiply: `small(kc, a, b, c, at)` reads
+/// `at.rows ≤ SMALL_ROWS` rows of A in place (`a` positioned at the depth
+/// block), multiplies them by `width / nr` consecutive packed B slivers
+/// (`b`, `width·kc` floats), and adds or stores `at.rows × at.cols` into C.
+type SmallFn = fn(usize, &MatRef, &[f32], COut, &At);
+
+/// One microkernel family: an `mr × nr` register tile over packed slivers,
+/// and optionally a small-product tile `width` columns wide.
 #[derive(Clone, Copy)]
 struct Tile {
     mr: usize,
     nr: usize,
-    run: fn(usize, &[f32], &[f32], &mut [f32], &At),
+    run: RunFn,
+    small: Option<(usize, SmallFn)>,
+}
+
+impl Tile {
+    /// Packed B is zero-padded to a multiple of this many columns, so
+    /// every tile (the small one too) reads whole slivers.
+    fn group(&self) -> usize {
+        self.small.map_or(self.nr, |(w, _)| w)
+    }
 }
 
 /// Where a tile lands in C.
@@ -178,30 +253,20 @@ struct At {
 }
 
 impl At {
-    /// Checks the tile's valid corner lies inside `c` (len `len`).
-    fn check(&self, len: usize) {
+    /// Checks the tile's valid corner lies inside `c`.
+    fn check(&self, c: COut) {
         assert!(
-            fits(len, self.offset, self.rows, self.cols, self.rs, self.cs),
+            fits(c.len, self.offset, self.rows, self.cols, self.rs, self.cs),
             "sgemm tile outside C"
         );
     }
 }
 
-/// Depth of a packed block (the k extent one tile pass runs over).
-const KC: usize = 256;
-/// Columns of a packed B block.
-const NC: usize = 2048;
-/// Rows of a packed A block (rounded to the tile's MR).
-const MC: usize = 144;
-
-thread_local! {
-    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
 /// `C = (accumulate ? C : 0) + A·B` with `A: m × k`, `B: k × n`,
 /// `C: m × n`, using the best microkernel of this machine.
 ///
-/// Panics when a view does not fit its slice.
+/// Panics when a view does not fit its slice, or when two `(i, j)` of C's
+/// view are the same element.
 pub fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, accumulate: bool) {
     sgemm_with(Isa::detect(), m, n, k, a, b, c, accumulate);
 }
@@ -219,111 +284,157 @@ pub fn sgemm_with(
     c: MatMut,
     accumulate: bool,
 ) {
+    let bl = Blocking::for_shape(isa.usable(), m, n, k);
+    sgemm_blocked(isa, &bl, m, n, k, a, b, c, accumulate);
+}
+
+/// [`sgemm_with`] with explicit block sizes (for tuning; see
+/// [`Blocking::for_shape`] for the defaults).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_blocked(
+    isa: Isa,
+    bl: &Blocking,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: MatMut,
+    accumulate: bool,
+) {
+    assert!(
+        fits(b.data.len(), b.offset, k, n, b.rs, b.cs),
+        "sgemm: B outside its slice"
+    );
+    let tile = isa.usable().tile();
+    gemm_checked(
+        tile,
+        bl,
+        m,
+        n,
+        k,
+        &a,
+        blocks::BSrc::Strided(&b),
+        c,
+        accumulate,
+    );
+}
+
+/// `C = (accumulate ? C : 0) + A·B` with B packed ahead ([`PackedB`]):
+/// `A: m × b.k()`, `C: m × b.n()`. Uses the instruction set B was packed
+/// for.
+///
+/// Panics when a view does not fit its slice.
+pub fn sgemm_packed(m: usize, a: MatRef, b: &PackedB, c: MatMut, accumulate: bool) {
+    let tile = b.isa().tile();
+    let bl = b.blocking(m);
+    gemm_checked(
+        tile,
+        &bl,
+        m,
+        b.n(),
+        b.k(),
+        &a,
+        blocks::BSrc::Packed { b, j0: 0 },
+        c,
+        accumulate,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_checked(
+    tile: Tile,
+    bl: &Blocking,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &MatRef,
+    b: blocks::BSrc,
+    c: MatMut,
+    accumulate: bool,
+) {
     assert!(
         fits(a.data.len(), a.offset, m, k, a.rs, a.cs),
         "sgemm: A outside its slice"
     );
     assert!(
-        fits(b.data.len(), b.offset, k, n, b.rs, b.cs),
-        "sgemm: B outside its slice"
-    );
-    assert!(
         fits(c.data.len(), c.offset, m, n, c.rs, c.cs),
         "sgemm: C outside its slice"
     );
-    if m == 0 || n == 0 {
-        return;
-    }
-    let isa = if Isa::available().contains(&isa) {
-        isa
-    } else {
-        Isa::Portable
+    assert!(
+        injective(m, n, c.rs, c.cs),
+        "sgemm: C's view is not injective"
+    );
+    let out = COut {
+        ptr: c.data.as_mut_ptr(),
+        len: c.data.len(),
     };
-    let tile = isa.tile();
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    let idx = c.offset as isize + i as isize * c.rs + j as isize * c.cs;
-                    c.data[idx as usize] = 0.0;
-                }
-            }
-        }
-        return;
-    }
-    PACK.with(|cell| {
-        let mut bufs = cell.borrow_mut();
-        let (pa, pb) = &mut *bufs;
-        run_blocks(tile, m, n, k, &a, &b, c, accumulate, pa, pb);
-    });
+    // The `&mut` borrow of `c.data` outlives the call, so `out` is the
+    // only access to C meanwhile.
+    blocks::gemm(
+        tile,
+        bl,
+        m,
+        n,
+        k,
+        a,
+        b,
+        blocks::CView {
+            out,
+            offset: c.offset,
+            rs: c.rs,
+            cs: c.cs,
+        },
+        accumulate,
+    );
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_blocks(
-    t: Tile,
+/// Smallest `m·n·k` the C ABI entries split across the current thread pool.
+const PAR_MIN_WORK: usize = 1 << 17;
+
+/// B as the C ABI entries receive it.
+#[derive(Clone, Copy)]
+enum RawB {
+    Strided {
+        ptr: usize,
+        rs: isize,
+        cs: isize,
+    },
+    /// Address of a live [`PackedB`].
+    Packed(usize),
+}
+
+/// One C ABI product, before any split.
+#[derive(Clone, Copy)]
+struct RawGemm {
     m: usize,
     n: usize,
     k: usize,
-    a: &MatRef,
-    b: &MatRef,
-    c: MatMut,
+    a: usize,
+    rs_a: isize,
+    cs_a: isize,
+    b: RawB,
+    c: usize,
+    rs_c: isize,
+    cs_c: isize,
     accumulate: bool,
-    pa: &mut Vec<f32>,
-    pb: &mut Vec<f32>,
-) {
-    let mc = MC.div_ceil(t.mr) * t.mr;
-    let nc = NC.min(n.div_ceil(t.nr) * t.nr);
-    let kc_max = KC.min(k);
-    pa.resize(mc * kc_max, 0.0);
-    pb.resize(nc * kc_max, 0.0);
-    for jc in (0..n).step_by(NC) {
-        let ncur = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            pack::pack_b(pb, b, pc, kc, jc, ncur, t.nr);
-            let acc = accumulate || pc > 0;
-            for ic in (0..m).step_by(mc) {
-                let mcur = mc.min(m - ic);
-                pack::pack_a(pa, a, ic, mcur, pc, kc, t.mr);
-                for jr in (0..ncur).step_by(t.nr) {
-                    let bs = &pb[jr * kc..(jr + t.nr) * kc];
-                    for ir in (0..mcur).step_by(t.mr) {
-                        let asl = &pa[ir * kc..(ir + t.mr) * kc];
-                        let (i, j) = ((ic + ir) as isize, (jc + jr) as isize);
-                        let at = At {
-                            offset: (c.offset as isize + i * c.rs + j * c.cs) as usize,
-                            rs: c.rs,
-                            cs: c.cs,
-                            rows: t.mr.min(mcur - ir),
-                            cols: t.nr.min(ncur - jr),
-                            accumulate: acc,
-                        };
-                        (t.run)(kc, asl, bs, c.data, &at);
-                    }
-                }
-            }
-        }
-    }
 }
-
-/// Smallest `m·n·k` the C ABI entry splits across the current thread pool.
-const PAR_MIN_WORK: usize = 1 << 17;
 
 /// The C ABI entry generated code calls:
 /// `C = (accumulate != 0 ? C : 0) + A·B`, `A: m × k`, `B: k × n`, `C: m × n`,
 /// element `(r, c)` of X at `x + r·rs_x + c·cs_x` (element strides, any sign).
 ///
 /// When a thread pool is current ([`crate::pool::current`]) and the product
-/// is large, C is cut into blocks of rows (or of columns, whichever of C's
-/// axes has the larger stride, so the blocks occupy disjoint memory) run as
-/// separate tasks. Each element of C is still computed by one tile with
-/// the same sequence of operations as in a serial call, so the result is
-/// bit-identical for any thread count.
+/// is large, C is cut into blocks of rows or of columns run as separate
+/// tasks. Each element of C is still computed with the same sequence of
+/// operations as in a serial call, so the result is bit-identical for any
+/// thread count.
 ///
 /// # Safety
 ///
 /// Every element of each view must lie in one live allocation of f32s
-/// (A and B readable, C writable), and C must not overlap A or B.
+/// (A and B readable, C writable), C must not overlap A or B, and distinct
+/// `(r, c)` of C must be distinct elements.
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn varc_sgemm(
@@ -341,156 +452,211 @@ pub unsafe extern "C" fn varc_sgemm(
     cs_c: isize,
     accumulate: u32,
 ) {
-    let pool =
-        crate::pool::current().filter(|_| m.saturating_mul(n).saturating_mul(k) >= PAR_MIN_WORK);
-    // Split along C's outer axis (the larger stride), when blocks along it
-    // are disjoint in memory: its stride exceeds the span of the other axis.
-    let by_rows = rs_c.unsigned_abs() >= cs_c.unsigned_abs();
-    let (outer, inner, so, si) = if by_rows {
-        (m, n, rs_c, cs_c)
-    } else {
-        (n, m, cs_c, rs_c)
+    let g = RawGemm {
+        m,
+        n,
+        k,
+        a: a as usize,
+        rs_a,
+        cs_a,
+        b: RawB::Strided {
+            ptr: b as usize,
+            rs: rs_b,
+            cs: cs_b,
+        },
+        c: c as usize,
+        rs_c,
+        cs_c,
+        accumulate: accumulate != 0,
     };
-    let disjoint = inner
-        .checked_sub(1)
-        .and_then(|i| i.checked_mul(si.unsigned_abs()))
-        .is_some_and(|span| so.unsigned_abs() > span);
-    let tile = Isa::detect().tile();
-    let align = if by_rows { tile.mr } else { tile.nr };
+    // SAFETY: the caller's contract is `run_raw`'s.
+    unsafe { run_raw(g) }
+}
+
+/// [`varc_sgemm`] with B packed ahead: `C = (accumulate != 0 ? C : 0) +
+/// A·B`, `A: m × k`, `C: m × n` where `k`, `n` are B's (the instruction set
+/// is the one B was packed for).
+///
+/// # Safety
+///
+/// `b` must point to a live [`PackedB`]; A and C as in [`varc_sgemm`].
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn varc_sgemm_packed(
+    m: usize,
+    a: *const f32,
+    rs_a: isize,
+    cs_a: isize,
+    b: *const PackedB,
+    c: *mut f32,
+    rs_c: isize,
+    cs_c: isize,
+    accumulate: u32,
+) {
+    // SAFETY: the caller passes a live PackedB.
+    let pb = unsafe { &*b };
+    let g = RawGemm {
+        m,
+        n: pb.n(),
+        k: pb.k(),
+        a: a as usize,
+        rs_a,
+        cs_a,
+        b: RawB::Packed(b as usize),
+        c: c as usize,
+        rs_c,
+        cs_c,
+        accumulate: accumulate != 0,
+    };
+    // SAFETY: the caller's contract is `run_raw`'s.
+    unsafe { run_raw(g) }
+}
+
+/// Runs `g`, split into row or column blocks on the current pool when it
+/// is large.
+///
+/// # Safety
+///
+/// As [`varc_sgemm`] (a packed B must be live).
+unsafe fn run_raw(g: RawGemm) {
+    let tile = match g.b {
+        // SAFETY: the caller passes a live PackedB.
+        RawB::Packed(p) => unsafe { &*(p as *const PackedB) }.isa().tile(),
+        RawB::Strided { .. } => Isa::detect().tile(),
+    };
+    let pool = crate::pool::current()
+        .filter(|_| g.m.saturating_mul(g.n).saturating_mul(g.k) >= PAR_MIN_WORK)
+        .filter(|_| injective(g.m, g.n, g.rs_c, g.cs_c));
+    // Cut the axis with more tiles: column blocks share A (small when m
+    // is small) and halve the B each task streams.
+    let (row_units, col_units) = (g.m.div_ceil(tile.mr), g.n.div_ceil(tile.group()));
+    let by_rows = row_units > col_units;
+    let (outer, align) = if by_rows {
+        (g.m, tile.mr)
+    } else {
+        (g.n, tile.group())
+    };
     let tasks = pool
         .as_ref()
         .map_or(1, |p| crate::pool::range_count(outer, p.threads(), align));
-    let (Some(pool), true, true) = (pool, disjoint, tasks > 1) else {
-        // SAFETY: the caller's contract is `sgemm_raw`'s.
-        unsafe {
-            sgemm_raw(
-                m, n, k, a, rs_a, cs_a, b, rs_b, cs_b, c, rs_c, cs_c, accumulate,
-            )
-        };
+    let (Some(pool), true) = (pool, tasks > 1) else {
+        // SAFETY: the caller's contract.
+        unsafe { run_part(g, 0, g.m, 0, g.n) };
         return;
     };
-    let (a, b, c) = (a as usize, b as usize, c as usize);
     pool.run(
         tasks,
         std::sync::Arc::new(move |t| {
             let (lo, hi) = crate::pool::range(outer, tasks, align, t);
-            let lo_i = lo as isize;
-            // SAFETY: the block is the sub-view of rows (columns) `lo..hi`
-            // of the caller's C and the matching rows of A (columns of B),
-            // so it lies inside the caller's allocations. Blocks of
-            // different tasks cover disjoint rows (columns) of C, which the
-            // `disjoint` test shows occupy disjoint memory, so no two tasks
-            // write the same element or alias each other's C slice; A and
-            // B are only read. The caller's pointers outlive `pool.run`,
-            // which returns only when every task has finished.
+            // SAFETY: the part is a block of rows (columns) of the
+            // caller's product, inside its views. Tasks write disjoint
+            // elements of C (distinct `(r, c)` are distinct elements by
+            // the caller's contract, checked by `injective` above) through
+            // raw pointers only; A and B are only read. The caller's
+            // pointers outlive `pool.run`, which returns only when every
+            // task has finished.
             unsafe {
                 if by_rows {
-                    sgemm_raw(
-                        hi - lo,
-                        n,
-                        k,
-                        (a as *const f32).offset(lo_i * rs_a),
-                        rs_a,
-                        cs_a,
-                        b as *const f32,
-                        rs_b,
-                        cs_b,
-                        (c as *mut f32).offset(lo_i * rs_c),
-                        rs_c,
-                        cs_c,
-                        accumulate,
-                    )
+                    run_part(g, lo, hi, 0, g.n)
                 } else {
-                    sgemm_raw(
-                        m,
-                        hi - lo,
-                        k,
-                        a as *const f32,
-                        rs_a,
-                        cs_a,
-                        (b as *const f32).offset(lo_i * cs_b),
-                        rs_b,
-                        cs_b,
-                        (c as *mut f32).offset(lo_i * cs_c),
-                        rs_c,
-                        cs_c,
-                        accumulate,
-                    )
+                    run_part(g, 0, g.m, lo, hi)
                 }
             }
         }),
     );
 }
 
-/// [`varc_sgemm`] on the calling thread.
+/// Rows `i0..i1`, columns `j0..j1` of `g` on the calling thread.
 ///
 /// # Safety
 ///
-/// As [`varc_sgemm`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn sgemm_raw(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    rs_a: isize,
-    cs_a: isize,
-    b: *const f32,
-    rs_b: isize,
-    cs_b: isize,
-    c: *mut f32,
-    rs_c: isize,
-    cs_c: isize,
-    accumulate: u32,
-) {
-    let (Some((clo, chi)), true) = (span(m, n, rs_c, cs_c), k > 0 || accumulate == 0) else {
+/// As [`varc_sgemm`]; other threads may concurrently write other elements
+/// of C.
+unsafe fn run_part(g: RawGemm, i0: usize, i1: usize, j0: usize, j1: usize) {
+    let (m, n, k) = (i1 - i0, j1 - j0, g.k);
+    let Some((clo, chi)) = span(m, n, g.rs_c, g.cs_c) else {
         return;
     };
     const EMPTY: &[f32] = &[];
-    // SAFETY: the caller guarantees every element of each m×k / k×n / m×n
-    // view lies in one live allocation; `span` gives the lowest and highest
-    // element offsets the view touches, so each slice covers exactly that
-    // range of the allocation. C does not overlap A or B (caller), so the
-    // mutable slice is not aliased by the shared ones.
-    let (av, bv, cv) = unsafe {
-        let view = |p: *const f32, r, cc, rs, cs| match span(r, cc, rs, cs) {
+    // SAFETY: the caller guarantees every element of each view lies in one
+    // live allocation; `span` gives the lowest and highest offsets the
+    // part touches, so each slice covers exactly that range. A and B are
+    // never written during the call (C does not overlap them).
+    let view = |p: *const f32, r, cc, rs, cs| unsafe {
+        match span(r, cc, rs, cs) {
             Some((lo, hi)) => (
                 std::slice::from_raw_parts(p.offset(lo), (hi - lo + 1) as usize),
                 (-lo) as usize,
             ),
             None => (EMPTY, 0),
-        };
-        let cs = std::slice::from_raw_parts_mut(c.offset(clo), (chi - clo + 1) as usize);
-        (
-            view(a, m, k, rs_a, cs_a),
-            view(b, k, n, rs_b, cs_b),
-            (cs, (-clo) as usize),
-        )
+        }
     };
-    sgemm(
-        m,
-        n,
-        k,
-        MatRef {
-            data: av.0,
-            offset: av.1,
-            rs: rs_a,
-            cs: cs_a,
+    // SAFETY: offsets of the part's origin inside the caller's views.
+    let a0 = unsafe { (g.a as *const f32).offset(i0 as isize * g.rs_a) };
+    let c0 = unsafe {
+        (g.c as *mut f32)
+            .offset(i0 as isize * g.rs_c)
+            .offset(j0 as isize * g.cs_c)
+    };
+    let (ad, ao) = view(a0, m, k, g.rs_a, g.cs_a);
+    let a = MatRef {
+        data: ad,
+        offset: ao,
+        rs: g.rs_a,
+        cs: g.cs_a,
+    };
+    let c = blocks::CView {
+        // SAFETY: `clo..=chi` is the part's span of C (see above).
+        out: COut {
+            ptr: unsafe { c0.offset(clo) },
+            len: (chi - clo + 1) as usize,
         },
-        MatRef {
-            data: bv.0,
-            offset: bv.1,
-            rs: rs_b,
-            cs: cs_b,
-        },
-        MatMut {
-            data: cv.0,
-            offset: cv.1,
-            rs: rs_c,
-            cs: cs_c,
-        },
-        accumulate != 0,
-    );
+        offset: (-clo) as usize,
+        rs: g.rs_c,
+        cs: g.cs_c,
+    };
+    match g.b {
+        RawB::Strided { ptr, rs, cs } => {
+            // SAFETY: the part's columns of the caller's B view.
+            let b0 = unsafe { (ptr as *const f32).offset(j0 as isize * cs) };
+            let (bd, bo) = view(b0, k, n, rs, cs);
+            let b = MatRef {
+                data: bd,
+                offset: bo,
+                rs,
+                cs,
+            };
+            let isa = Isa::detect();
+            let bl = Blocking::for_shape(isa, g.m, g.n, k);
+            blocks::gemm(
+                isa.tile(),
+                &bl,
+                m,
+                n,
+                k,
+                &a,
+                blocks::BSrc::Strided(&b),
+                c,
+                g.accumulate,
+            );
+        }
+        RawB::Packed(p) => {
+            // SAFETY: the caller passes a live PackedB.
+            let pb = unsafe { &*(p as *const PackedB) };
+            let bl = pb.blocking(g.m);
+            blocks::gemm(
+                pb.isa().tile(),
+                &bl,
+                m,
+                n,
+                k,
+                &a,
+                blocks::BSrc::Packed { b: pb, j0 },
+                c,
+                g.accumulate,
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,20 +1,20 @@
 //! aarch64 tile: NEON 8 rows × 8 columns (16 q-register accumulators).
 
 use super::generic;
-use super::{At, Tile};
+use super::{At, COut, Tile};
 use std::arch::aarch64::*;
 
 pub(super) const NEON: Tile = Tile {
     mr: 8,
     nr: 8,
     run: neon,
+    small: None,
 };
 
-fn neon(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], at: &At) {
+fn neon(kc: usize, a: &[f32], b: &[f32], c: COut, at: &At) {
     const MR: usize = 8;
     const NR: usize = 8;
     assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-    at.check(c.len());
     // SAFETY: this tile is only selected when `Isa::available` detected
     // NEON; the slivers hold `kc` steps (checked above).
     let tile = unsafe { neon_dot(kc, a, b) };

@@ -1,58 +1,79 @@
-//! x86-64 tiles: AVX-512F (12 rows × 32 columns, 24 zmm accumulators) and
-//! AVX2+FMA (6 × 16, 12 ymm accumulators). A values are broadcast, B rows
-//! loaded as vectors, so C rows are stored as vectors when C's columns are
-//! contiguous and the tile is whole; otherwise the tile goes through
+//! x86-64 tiles. A values are broadcast, B rows loaded as vectors, one
+//! accumulator register per (row, vector of columns):
+//!
+//! * AVX-512F: up to 12 rows × 32 columns (24 zmm accumulators) over
+//!   packed slivers, and a small tile of up to [`SMALL_ROWS`] rows × 64
+//!   columns (two slivers, 16 accumulators) reading A in place.
+//! * AVX2+FMA: up to 6 rows × 16 columns (12 ymm accumulators).
+//!
+//! Each tile is compiled for every row count, so a row tail computes only
+//! its rows. C rows are stored as (masked, on AVX-512) vectors when C's
+//! columns are contiguous; otherwise the tile goes through
 //! [`generic::store`].
 
 use super::generic;
-use super::{At, Tile};
+use super::{At, COut, MatRef, SMALL_ROWS, Tile, fits};
 use std::arch::x86_64::*;
 
 pub(super) const AVX512: Tile = Tile {
     mr: 12,
     nr: 32,
     run: avx512,
+    small: Some((64, avx512_small)),
 };
 
 pub(super) const AVX2: Tile = Tile {
     mr: 6,
     nr: 16,
     run: avx2,
+    small: None,
 };
 
-fn avx512(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], at: &At) {
+/// Calls `$f::<R>($args)` for the row count `$rows` (1..=max).
+macro_rules! by_rows {
+    ($rows:expr, $f:ident, [$($r:literal),*], $args:tt) => {
+        match $rows {
+            $($r => $f::<$r> $args,)*
+            _ => unreachable!("row count checked by the caller"),
+        }
+    };
+}
+
+fn avx512(kc: usize, a: &[f32], b: &[f32], c: COut, at: &At) {
     const MR: usize = 12;
     const NR: usize = 32;
+    assert!((1..=MR).contains(&at.rows) && (1..=NR).contains(&at.cols));
     assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-    at.check(c.len());
+    at.check(c);
+    let (a, b) = (a.as_ptr(), b.as_ptr());
     // SAFETY: this tile is only selected when `Isa::available` detected
-    // avx512f on this CPU; the slivers hold `kc` steps (checked above).
-    let acc = unsafe { avx512_dot(kc, a, b) };
-    let full = at.rows == MR && at.cols == NR && at.cs == 1;
-    if full {
-        // SAFETY: as above for the feature; `at.check` proved that every
-        // element of the 12 × 32 tile (rows `offset + i·rs`, 32 contiguous
-        // columns) lies inside `c`.
-        unsafe { avx512_store(&acc, c, at) };
-    } else {
-        let mut tile = [0f32; MR * NR];
-        for (i, row) in acc.iter().enumerate() {
-            for (h, v) in row.iter().enumerate() {
-                // SAFETY: `tile` has MR·NR elements; row i, half h is in range.
-                unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + h * 16), *v) };
-            }
-        }
-        generic::store(&tile, NR, c, at);
+    // avx512f on this CPU; the slivers hold `kc` steps of `MR` and `NR`
+    // floats (checked above), and `at.check` proved the tile's valid
+    // corner lies inside `c`.
+    unsafe {
+        by_rows!(
+            at.rows,
+            tile512,
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+            (kc, a, b, c, at)
+        )
     }
 }
 
+/// `R` rows of a packed 12-row A sliver times one 32-column B sliver.
+///
+/// # Safety
+///
+/// avx512f is available; `a` holds `kc·12` floats, `b` `kc·32`; the
+/// `R × at.cols` corner of C at `at` lies inside `c`.
 #[target_feature(enable = "avx512f")]
-fn avx512_dot(kc: usize, a: &[f32], b: &[f32]) -> [[__m512; 2]; 12] {
-    let mut acc = [[_mm512_setzero_ps(); 2]; 12];
-    let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
+unsafe fn tile512<const R: usize>(kc: usize, a: *const f32, b: *const f32, c: COut, at: &At) {
+    prefetch_c::<R>(c, at);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
-        // SAFETY: the caller checked `a` holds kc·12 and `b` kc·32 floats;
-        // each step reads 12 of A and 32 of B and advances by as many.
+        // SAFETY: each step reads 12 floats of A (R of them) and 32 of B
+        // inside the slivers (caller), then advances by as many.
         unsafe {
             let b0 = _mm512_loadu_ps(bp);
             let b1 = _mm512_loadu_ps(bp.add(16));
@@ -61,63 +82,177 @@ fn avx512_dot(kc: usize, a: &[f32], b: &[f32]) -> [[__m512; 2]; 12] {
                 r[0] = _mm512_fmadd_ps(ai, b0, r[0]);
                 r[1] = _mm512_fmadd_ps(ai, b1, r[1]);
             }
-            ap = ap.add(12);
-            bp = bp.add(32);
+            ap = ap.wrapping_add(12);
+            bp = bp.wrapping_add(32);
         }
     }
-    acc
+    // SAFETY: the caller's contract.
+    unsafe { store512(&acc, c, at) }
 }
 
+fn avx512_small(kc: usize, a: &MatRef, b: &[f32], c: COut, at: &At) {
+    assert!((1..=SMALL_ROWS).contains(&at.rows) && (1..=64).contains(&at.cols));
+    assert!(b.len() >= kc * 64);
+    assert!(
+        fits(a.data.len(), a.offset, at.rows, kc, a.rs, a.cs),
+        "sgemm: A outside its slice"
+    );
+    at.check(c);
+    // SAFETY: offset of A's element (0, 0) inside `a.data` (just checked).
+    let a0 = unsafe { a.data.as_ptr().add(a.offset) };
+    // SAFETY: as for `avx512`; A's `rows × kc` block lies inside `a.data`
+    // (checked above), `b` holds two `kc × 32` slivers.
+    unsafe {
+        by_rows!(
+            at.rows,
+            small512,
+            [1, 2, 3, 4],
+            (kc, a0, a.rs, a.cs, b.as_ptr(), c, at)
+        )
+    }
+}
+
+/// `R` rows of A read in place (`(i, p)` at `a + i·rs + p·cs`) times two
+/// consecutive 32-column B slivers.
+///
+/// # Safety
+///
+/// avx512f is available; A's `R × kc` block is readable, `b` holds
+/// `kc·64` floats; the `R × at.cols` corner of C at `at` lies inside `c`.
 #[target_feature(enable = "avx512f")]
-fn avx512_store(acc: &[[__m512; 2]; 12], c: &mut [f32], at: &At) {
-    let base = c.as_mut_ptr();
-    for (i, r) in acc.iter().enumerate() {
-        // SAFETY: the caller proved the whole tile lies inside `c`, with
-        // contiguous columns (`cs == 1`).
+#[allow(clippy::too_many_arguments)]
+unsafe fn small512<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    rs: isize,
+    cs: isize,
+    b: *const f32,
+    c: COut,
+    at: &At,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 4]; R];
+    let mut rows: [*const f32; R] = std::array::from_fn(|i| a.wrapping_offset(i as isize * rs));
+    let (mut b0, mut b1) = (b, b.wrapping_add(kc * 32));
+    for _ in 0..kc {
+        // SAFETY: step p reads A's (i, p) for i < R (inside the block) and
+        // 32 floats of each sliver, then advances.
         unsafe {
-            let p = base.offset(at.offset as isize + i as isize * at.rs);
-            let (mut v0, mut v1) = (r[0], r[1]);
-            if at.accumulate {
-                v0 = _mm512_add_ps(_mm512_loadu_ps(p), v0);
-                v1 = _mm512_add_ps(_mm512_loadu_ps(p.add(16)), v1);
+            let x = [
+                _mm512_loadu_ps(b0),
+                _mm512_loadu_ps(b0.add(16)),
+                _mm512_loadu_ps(b1),
+                _mm512_loadu_ps(b1.add(16)),
+            ];
+            for (r, row) in acc.iter_mut().zip(rows.iter_mut()) {
+                let ai = _mm512_set1_ps(**row);
+                for (v, xv) in r.iter_mut().zip(x) {
+                    *v = _mm512_fmadd_ps(ai, xv, *v);
+                }
+                *row = row.wrapping_offset(cs);
             }
-            _mm512_storeu_ps(p, v0);
-            _mm512_storeu_ps(p.add(16), v1);
+            b0 = b0.wrapping_add(32);
+            b1 = b1.wrapping_add(32);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store512(&acc, c, at) }
+}
+
+/// Starts loading the tile's C rows (32 columns each) into L1 while the
+/// products run, so the store at the end does not wait on them (small
+/// products keep their few C rows in L1 anyway). Prefetches never fault,
+/// so the addresses need not be in bounds.
+#[target_feature(enable = "avx512f")]
+fn prefetch_c<const R: usize>(c: COut, at: &At) {
+    if at.cs != 1 {
+        return;
+    }
+    for i in 0..R {
+        let row = c
+            .ptr
+            .wrapping_offset(at.offset as isize + i as isize * at.rs);
+        for j in [0, 16, 31] {
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(j) as *const i8);
         }
     }
 }
 
-fn avx2(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], at: &At) {
+/// Adds (or stores) the first `at.cols` columns of each accumulator row
+/// (`V` vectors of 16) into C: masked vector stores when C's columns are
+/// contiguous, [`generic::store`] otherwise.
+///
+/// # Safety
+///
+/// avx512f is available; `acc.len() == at.rows` and the `rows × cols`
+/// corner at `at` lies inside `c`.
+#[target_feature(enable = "avx512f")]
+unsafe fn store512<const V: usize>(acc: &[[__m512; V]], c: COut, at: &At) {
+    if at.cs != 1 {
+        let mut tile = [0f32; 12 * 32];
+        let nr = V * 16;
+        assert!(acc.len() * nr <= tile.len());
+        for (i, row) in acc.iter().enumerate() {
+            for (v, x) in row.iter().enumerate() {
+                // SAFETY: row i, vector v ends at `(i + 1)·nr ≤ tile.len()`.
+                unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(i * nr + v * 16), *x) };
+            }
+        }
+        generic::store(&tile, nr, c, at);
+        return;
+    }
+    for (i, row) in acc.iter().enumerate() {
+        let p = c
+            .ptr
+            .wrapping_offset(at.offset as isize + i as isize * at.rs);
+        for (v, x) in row.iter().enumerate() {
+            let lo = v * 16;
+            if lo >= at.cols {
+                break;
+            }
+            let mask: __mmask16 = match at.cols - lo {
+                n if n >= 16 => 0xffff,
+                n => (1u16 << n) - 1,
+            };
+            let q = p.wrapping_add(lo);
+            // SAFETY: the lanes `mask` selects are columns `lo..cols` of
+            // row i, inside `c` (caller); masked-off lanes are not
+            // accessed.
+            unsafe {
+                let mut y = *x;
+                if at.accumulate {
+                    y = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, q), y);
+                }
+                _mm512_mask_storeu_ps(q, mask, y);
+            }
+        }
+    }
+}
+
+fn avx2(kc: usize, a: &[f32], b: &[f32], c: COut, at: &At) {
     const MR: usize = 6;
     const NR: usize = 16;
+    assert!((1..=MR).contains(&at.rows) && (1..=NR).contains(&at.cols));
     assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-    at.check(c.len());
+    at.check(c);
+    let (a, b) = (a.as_ptr(), b.as_ptr());
     // SAFETY: this tile is only selected when `Isa::available` detected
-    // avx2 and fma; the slivers hold `kc` steps (checked above).
-    let acc = unsafe { avx2_dot(kc, a, b) };
-    let full = at.rows == MR && at.cols == NR && at.cs == 1;
-    if full {
-        // SAFETY: features as above; `at.check` proved the 6 × 16 tile
-        // with contiguous columns lies inside `c`.
-        unsafe { avx2_store(&acc, c, at) };
-    } else {
-        let mut tile = [0f32; MR * NR];
-        for (i, row) in acc.iter().enumerate() {
-            for (h, v) in row.iter().enumerate() {
-                // SAFETY: `tile` has MR·NR elements; row i, half h is in range.
-                unsafe { _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + h * 8), *v) };
-            }
-        }
-        generic::store(&tile, NR, c, at);
-    }
+    // avx2 and fma; the slivers hold `kc` steps (checked above), and
+    // `at.check` proved the valid corner lies inside `c`.
+    unsafe { by_rows!(at.rows, tile256, [1, 2, 3, 4, 5, 6], (kc, a, b, c, at)) }
 }
 
+/// `R` rows of a packed 6-row A sliver times one 16-column B sliver.
+///
+/// # Safety
+///
+/// avx2 and fma are available; `a` holds `kc·6` floats, `b` `kc·16`; the
+/// `R × at.cols` corner of C at `at` lies inside `c`.
 #[target_feature(enable = "avx2,fma")]
-fn avx2_dot(kc: usize, a: &[f32], b: &[f32]) -> [[__m256; 2]; 6] {
-    let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-    let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
+unsafe fn tile256<const R: usize>(kc: usize, a: *const f32, b: *const f32, c: COut, at: &At) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
-        // SAFETY: the caller checked `a` holds kc·6 and `b` kc·16 floats.
+        // SAFETY: each step reads inside the slivers (caller).
         unsafe {
             let b0 = _mm256_loadu_ps(bp);
             let b1 = _mm256_loadu_ps(bp.add(8));
@@ -126,28 +261,34 @@ fn avx2_dot(kc: usize, a: &[f32], b: &[f32]) -> [[__m256; 2]; 6] {
                 r[0] = _mm256_fmadd_ps(ai, b0, r[0]);
                 r[1] = _mm256_fmadd_ps(ai, b1, r[1]);
             }
-            ap = ap.add(6);
-            bp = bp.add(16);
+            ap = ap.wrapping_add(6);
+            bp = bp.wrapping_add(16);
         }
     }
-    acc
-}
-
-#[target_feature(enable = "avx2,fma")]
-fn avx2_store(acc: &[[__m256; 2]; 6], c: &mut [f32], at: &At) {
-    let base = c.as_mut_ptr();
-    for (i, r) in acc.iter().enumerate() {
-        // SAFETY: the caller proved the whole tile lies inside `c`, with
-        // contiguous columns (`cs == 1`).
-        unsafe {
-            let p = base.offset(at.offset as isize + i as isize * at.rs);
-            let (mut v0, mut v1) = (r[0], r[1]);
-            if at.accumulate {
-                v0 = _mm256_add_ps(_mm256_loadu_ps(p), v0);
-                v1 = _mm256_add_ps(_mm256_loadu_ps(p.add(8)), v1);
+    if at.cs == 1 && at.cols == 16 {
+        for (i, r) in acc.iter().enumerate() {
+            let p = c
+                .ptr
+                .wrapping_offset(at.offset as isize + i as isize * at.rs);
+            // SAFETY: row i's 16 contiguous columns lie inside `c` (caller).
+            unsafe {
+                let (mut v0, mut v1) = (r[0], r[1]);
+                if at.accumulate {
+                    v0 = _mm256_add_ps(_mm256_loadu_ps(p), v0);
+                    v1 = _mm256_add_ps(_mm256_loadu_ps(p.add(8)), v1);
+                }
+                _mm256_storeu_ps(p, v0);
+                _mm256_storeu_ps(p.add(8), v1);
             }
-            _mm256_storeu_ps(p, v0);
-            _mm256_storeu_ps(p.add(8), v1);
+        }
+        return;
+    }
+    let mut tile = [0f32; 6 * 16];
+    for (i, r) in acc.iter().enumerate() {
+        for (h, v) in r.iter().enumerate() {
+            // SAFETY: `tile` has 6·16 elements; row i < R ≤ 6, half h < 2.
+            unsafe { _mm256_storeu_ps(tile.as_mut_ptr().add(i * 16 + h * 8), *v) };
         }
     }
+    generic::store(&tile, 16, c, at);
 }

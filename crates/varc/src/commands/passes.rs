@@ -40,6 +40,8 @@ pub fn passes(args: PassesArgs) -> Result<ExitCode> {
             let req = if p.required() { " (required)" } else { "" };
             println!("{:<30} {}{req}", p.name(), p.about());
         }
+        let fuse = varc_ir::kernel::fuse::PASS_NAME;
+        println!("{fuse:<30} {}", varc_ir::kernel::fuse::ABOUT);
         return Ok(ExitCode::SUCCESS);
     };
     let opts = PassOptions {
@@ -66,6 +68,8 @@ pub fn report_model(
     let rep = m.optimize(opts)?;
     print_report(&rep, nodes_before, time, verbose);
     println!("nodes     {nodes_before} → {}", op_nodes(m.graph()));
+    m.pipeline = Some(opts.clone());
+    report_fusion(&mut m, time);
     let kernels = |m: &varc::LoadedModel| m.lower().map(|p| p.kernels.len());
     if let Ok(k_on) = kernels(&m) {
         let mut off = load(model, &dims)?;
@@ -74,6 +78,34 @@ pub fn report_model(
         println!("kernels   {k_off} → {k_on}");
     }
     Ok(())
+}
+
+/// Lowers `m` without kernel fusion, fuses, and prints what fusion did
+/// (nothing when lowering fails: the kernels line reports that).
+fn report_fusion(m: &mut varc::LoadedModel, time: bool) {
+    let name = varc_ir::kernel::fuse::PASS_NAME;
+    if !m.kernel_fusion() {
+        println!("pass {name:<28} off");
+        return;
+    }
+    let saved = m.pipeline.clone();
+    if let Some(p) = m.pipeline.as_mut() {
+        p.disabled.push(name.to_string());
+    }
+    let lowered = m.lower();
+    m.pipeline = saved;
+    let Ok(program) = lowered else {
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let (_, rep) = varc_ir::kernel::fuse::fuse_with_report(program);
+    let t = if time {
+        format!("  {:.2} ms", t0.elapsed().as_secs_f64() * 1e3)
+    } else {
+        String::new()
+    };
+    let fired = rep.inlined + rep.epilogues + rep.outputs + rep.dead;
+    println!("pass {name:<28} fired {fired:>3}; {rep}{t}");
 }
 
 fn op_nodes(g: &varc_ir::Graph) -> usize {

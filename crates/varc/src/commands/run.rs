@@ -80,6 +80,38 @@ pub struct RunArgs {
     /// Threads one compiled run uses.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: u32,
+    /// With --emit obj|so: `embedded` puts the weights in the object's
+    /// .rodata; `external` writes them to FILE with extension .weights
+    /// (beside --emit-to FILE) and the entry points take the loaded file
+    /// (see the generated header).
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub weights: WeightsArg,
+    /// With --emit obj|so for this machine: `link` makes contraction kernels
+    /// call the runtime's sgemm microkernels as the JIT does (varc_sgemm,
+    /// left undefined in the object: link libvarc_capi.a); `none` keeps
+    /// pure Cranelift kernels (the only choice for other targets).
+    #[arg(long, value_enum, default_value = "none")]
+    pub ukernels: UkernelsArg,
+    /// With --emit so --ukernels link: the static library that defines
+    /// varc_sgemm (default: libvarc_capi.a next to the varc executable).
+    #[arg(long, value_name = "PATH")]
+    pub runtime_lib: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WeightsArg {
+    /// In the object (.rodata).
+    Embedded,
+    /// In a side file FILE.weights passed to the entry points.
+    External,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UkernelsArg {
+    /// Pure Cranelift kernels: the object stands alone.
+    None,
+    /// Contraction kernels call varc_sgemm, resolved at link time.
+    Link,
 }
 
 impl RunArgs {
@@ -98,6 +130,9 @@ impl RunArgs {
             dims: vec![],
             seed: 0,
             threads: 1,
+            weights: WeightsArg::Embedded,
+            ukernels: UkernelsArg::None,
+            runtime_lib: None,
         }
     }
 }
@@ -149,8 +184,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         return crate::commands::cuda::run(&args, &model, &inputs, &source, expect, tol);
     }
     let target = Target::parse(&args.target).map_err(anyhow::Error::msg)?;
+    let aot_options = args.weights != WeightsArg::Embedded
+        || args.ukernels != UkernelsArg::None
+        || args.runtime_lib.is_some();
+    if aot_options && !matches!(args.emit, Some(Emit::Obj | Emit::So)) {
+        bail!("--weights, --ukernels and --runtime-lib apply to --emit obj|so only");
+    }
     if let Some(kind) = args.emit {
-        return emit(&model, &target, kind, args.emit_to.as_deref());
+        return emit(&model, &target, kind, &args);
     }
     if args.backend == Backend::Compiled && target != Target::host() {
         bail!(
@@ -202,18 +243,22 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     check(&model, &outputs, &expect, tol)
 }
 
-fn emit(
-    model: &LoadedModel,
-    target: &Target,
-    kind: Emit,
-    to: Option<&std::path::Path>,
-) -> Result<ExitCode> {
+fn emit(model: &LoadedModel, target: &Target, kind: Emit, args: &RunArgs) -> Result<ExitCode> {
+    let to = args.emit_to.as_deref();
     if let Some(aot) = match kind {
         Emit::Obj => Some(varc::aot::AotKind::Object),
         Emit::So => Some(varc::aot::AotKind::Shared),
         _ => None,
     } {
-        return crate::commands::aot::emit(model, target, aot, to);
+        let config = varc::aot::AotConfig {
+            weights: match args.weights {
+                WeightsArg::Embedded => varc::aot::Weights::Embedded,
+                WeightsArg::External => varc::aot::Weights::External,
+            },
+            ukernels: args.ukernels == UkernelsArg::Link,
+        };
+        let runtime = args.runtime_lib.as_deref();
+        return crate::commands::aot::emit(model, target, aot, config, to, runtime);
     }
     let text = match kind {
         Emit::Obj | Emit::So => unreachable!("handled above"),

@@ -6,6 +6,15 @@
 //! 2. `M = max_j S`;  3. `E = exp(S − M)`;  4. `Z = Σ_j E`;
 //! 5. `Y = (Σ_j E·V) / Z`, zero where the whole row is masked (`M = −∞`).
 //!
+//! With [`LowerOptions::fused_attention`](crate::lower::LowerOptions) and a
+//! case the fused microkernels take (f32, no softcap, no mask or an f32
+//! additive one covering every key, no `nonpad_kv_seqlen`, no scores
+//! output), `Y` is instead one kernel over `(B, q_heads, S_q, d_v)` whose
+//! nested reductions recompute the same `S` (from the same builder,
+//! [`Scores`]), tagged with [`Library::Attention`]: a backend runs it
+//! flash-attention style without the score matrix, and the interpreter
+//! evaluates the loop nest as its specification.
+//!
 //! Grouped-query heads split the head axis of the domain into
 //! `(kv_head, group)` so that the K/V head stays affine. 3-D inputs are
 //! viewed as 4-D `(B, H, S, hd)` without a copy. With `past_key`/
@@ -16,8 +25,10 @@
 use super::{cast, compute_type, konst, narrow, out, permute, red, shape_of, split_axis};
 use crate::dtype::DType;
 use crate::graph::TypeInfo;
-use crate::kernel::{Affine, BinaryFn, Expr, Guard, ReduceFn, UnaryFn, Var};
-use crate::lower::{Cx, View, input, out_index};
+use crate::kernel::{
+    Affine, AttentionCall, BinaryFn, Expr, Guard, Library, Operand4, ReduceFn, UnaryFn, Var,
+};
+use crate::lower::{Cx, View, input, out_index, var};
 use crate::op::AttentionAttrs;
 
 const NEG_INF: f64 = f64::NEG_INFINITY;
@@ -75,6 +86,81 @@ impl Dom {
     }
     fn last(&self) -> Var {
         Var::Out(self.i_axis() + 1)
+    }
+}
+
+/// The score `S` at query `Out(i_axis)` and key `j`, written once for the
+/// five-kernel form (`j` the last domain axis) and the fused one (`j` a
+/// reduction variable).
+struct Scores<'a> {
+    q: View,
+    k: View,
+    dom: &'a Dom,
+    mask: Option<&'a View>,
+    /// `(B, q_heads, S_q, L)`.
+    target: [usize; 4],
+    dt: DType,
+    work: DType,
+    scale: f64,
+    softcap: f64,
+    /// Key `j` is hidden where `j > i + offset` (causal).
+    causal_offset: Option<Expr>,
+    /// Keys at or past this are hidden (`nonpad_kv_seqlen`).
+    nonpad_len: Option<Expr>,
+}
+
+impl Scores<'_> {
+    /// `scale · Σ_e Q·K`.
+    fn raw(&self, cx: &mut Cx, j: Var) -> Expr {
+        let (dom, work, dt) = (self.dom, self.work, self.dt);
+        let e = cx.red();
+        let ql = cast(
+            self.q.load(&[out(0), dom.qhead(), dom.i(), red(e)]),
+            dt,
+            work,
+        );
+        let kl = cast(
+            self.k.load(&[out(0), dom.kvhead(), var(j), red(e)]),
+            dt,
+            work,
+        );
+        let dot = Expr::Reduce {
+            op: ReduceFn::Sum,
+            vars: vec![(e, self.q.shape[3])],
+            body: Box::new(Expr::binary(BinaryFn::Mul, ql, kl)),
+        };
+        Expr::binary(BinaryFn::Mul, dot, konst(self.scale, work))
+    }
+
+    fn capped(&self, x: Expr) -> Expr {
+        if self.softcap > 0.0 {
+            let c = konst(self.softcap, self.work);
+            let t = Expr::unary(UnaryFn::Tanh, Expr::binary(BinaryFn::Div, x, c.clone()));
+            Expr::binary(BinaryFn::Mul, t, c)
+        } else {
+            x
+        }
+    }
+
+    /// `softcap(raw) + bias`, −∞ where causal or padding masking hides `j`.
+    fn biased(&self, cx: &mut Cx, j: Var) -> Result<Expr, String> {
+        let mut s = self.capped(self.raw(cx, j));
+        if let Some(m) = self.mask {
+            let bias = mask_bias(m, self.dom, self.target, j, self.work)?;
+            s = Expr::binary(BinaryFn::Add, s, bias);
+        }
+        let jx = Expr::Index(j);
+        if let Some(offset) = &self.causal_offset {
+            let i = Expr::Index(Var::Out(self.dom.i_axis()));
+            let limit = Expr::binary(BinaryFn::Add, i, offset.clone());
+            let ok = Expr::binary(BinaryFn::Le, jx.clone(), limit);
+            s = Expr::select(ok, s, konst(NEG_INF, self.work));
+        }
+        if let Some(n) = &self.nonpad_len {
+            let ok = Expr::binary(BinaryFn::Lt, jx, n.clone());
+            s = Expr::select(ok, s, konst(NEG_INF, self.work));
+        }
+        Ok(s)
     }
 }
 
@@ -144,39 +230,7 @@ pub(super) fn attention(
         None if hd > 0 => 1.0 / (hd as f64).sqrt(),
         None => return Err("Attention: head size 0 has no default scale".into()),
     };
-    let softcap = f64::from(a.softcap);
     let scores4 = [b, qh, sq, l];
-
-    // Raw scores, capped scores, then the biased scores S.
-    let raw = |cx: &mut Cx| {
-        let e = cx.red();
-        let j = crate::lower::var(dom.last());
-        let ql = cast(q.load(&[out(0), dom.qhead(), dom.i(), red(e)]), dt, work);
-        let kl = cast(k.load(&[out(0), dom.kvhead(), j, red(e)]), dt, work);
-        let dot = Expr::Reduce {
-            op: ReduceFn::Sum,
-            vars: vec![(e, hd)],
-            body: Box::new(Expr::binary(BinaryFn::Mul, ql, kl)),
-        };
-        Expr::binary(BinaryFn::Mul, dot, konst(scale, work))
-    };
-    let capped = |x: Expr| {
-        if softcap > 0.0 {
-            let t = Expr::unary(
-                UnaryFn::Tanh,
-                Expr::binary(BinaryFn::Div, x, konst(softcap, work)),
-            );
-            Expr::binary(BinaryFn::Mul, t, konst(softcap, work))
-        } else {
-            x
-        }
-    };
-    let mut s_val = capped(raw(cx));
-    if let Some(m) = opt(3) {
-        s_val = Expr::binary(BinaryFn::Add, s_val, mask_bias(m, &dom, scores4, work)?);
-    }
-    let j = Expr::Index(dom.last());
-    let i = Expr::Index(Var::Out(dom.i_axis()));
     let nonpad_len = match nonpad {
         Some(np) => {
             if !np.dtype.is_int() || np.shape != [b] {
@@ -189,25 +243,73 @@ pub(super) fn attention(
         }
         None => None,
     };
-    if a.is_causal {
-        let offset = match &nonpad_len {
-            Some(n) => Expr::binary(BinaryFn::Sub, n.clone(), konst(sq as f64, DType::I64)),
-            None => konst(past_len as f64, DType::I64),
+    let causal_offset = a.is_causal.then(|| match &nonpad_len {
+        Some(n) => Expr::binary(BinaryFn::Sub, n.clone(), konst(sq as f64, DType::I64)),
+        None => konst(past_len as f64, DType::I64),
+    });
+    let scores = Scores {
+        q: q.clone(),
+        k: k.clone(),
+        dom: &dom,
+        mask: opt(3),
+        target: scores4,
+        dt,
+        work,
+        scale,
+        softcap: f64::from(a.softcap),
+        causal_offset,
+        nonpad_len,
+    };
+
+    // Y and its view (B, q_heads, S_q, d_v); the other outputs are views.
+    let y_out = |cx: &mut Cx| -> Result<(View, View), String> {
+        let y_shape = shape_of(outs, 0)?;
+        let y = cx.temp(dt, &y_shape);
+        let y4 = heads(&y, Some(qh), "Y")?;
+        if y4.shape != [b, qh, sq, vd] {
+            return Err(format!(
+                "Attention: output type {y_shape:?} does not fit ({b}, {qh}, {sq}, {vd})"
+            ));
+        }
+        Ok((y, y4))
+    };
+    let mut results = vec![];
+    if outs.len() >= 2 {
+        results.push(k.clone());
+    }
+    if outs.len() >= 3 {
+        results.push(v.clone());
+    }
+
+    if let Some(bias) = fusable(cx, &scores, outs.len()) {
+        let (y, y4) = y_out(cx)?;
+        let value = fused_value(cx, &scores, &v)?;
+        let call = AttentionCall {
+            q: operand(&q),
+            k: operand(&k),
+            v: operand(&v),
+            bias,
+            out: operand(&y4),
+            batch: b,
+            q_heads: qh,
+            kv_heads: kvh,
+            s_q: sq,
+            s_kv: l,
+            head_dim: hd,
+            v_head_dim: vd,
+            // The loop nest multiplies by the f32 constant.
+            scale: f64::from(scale as f32),
+            causal_offset: a.is_causal.then_some(past_len as i64),
         };
-        let ok = Expr::binary(
-            BinaryFn::Le,
-            j.clone(),
-            Expr::binary(BinaryFn::Add, i, offset),
-        );
-        s_val = Expr::select(ok, s_val, konst(NEG_INF, work));
+        cx.emit(&dom.split(&y4), value);
+        if let Some(kern) = cx.program.kernels.last_mut() {
+            kern.library = Some(Library::Attention(call));
+        }
+        results.insert(0, y);
+        return Ok(results);
     }
-    if let Some(n) = nonpad_len {
-        s_val = Expr::select(
-            Expr::binary(BinaryFn::Lt, j, n),
-            s_val,
-            konst(NEG_INF, work),
-        );
-    }
+
+    let s_val = scores.biased(cx, dom.last())?;
     let s = cx.temp(work, &scores4);
     cx.emit(&dom.split(&s), s_val);
 
@@ -232,19 +334,13 @@ pub(super) fn attention(
     );
 
     // Y = (Σ_j E·V) / Z, zero for fully masked rows.
-    let y_shape = shape_of(outs, 0)?;
-    let y = cx.temp(dt, &y_shape);
-    let y4 = heads(&y, Some(qh), "Y")?;
-    if y4.shape != [b, qh, sq, vd] {
-        return Err(format!(
-            "Attention: output type {y_shape:?} does not fit ({b}, {qh}, {sq}, {vd})"
-        ));
-    }
+    let (y, y4) = y_out(cx)?;
+    results.insert(0, y);
     let jv = cx.red();
     let row = [out(0), dom.qhead(), dom.i()];
     let el = e.load(&[row[0].clone(), row[1].clone(), row[2].clone(), red(jv)]);
     let vl = cast(
-        v.load(&[out(0), dom.kvhead(), red(jv), crate::lower::var(dom.last())]),
+        v.load(&[out(0), dom.kvhead(), red(jv), var(dom.last())]),
         dt,
         work,
     );
@@ -261,18 +357,14 @@ pub(super) fn attention(
     );
     cx.emit(&dom.split(&y4), cast(yv, work, dt));
 
-    let mut results = vec![y];
-    if outs.len() >= 2 {
-        results.push(k.clone());
-    }
-    if outs.len() >= 3 {
-        results.push(v.clone());
-    }
     if outs.len() >= 4 {
         let qk = cx.temp(dt, &scores4);
         let value = match a.qk_matmul_output_mode {
-            0 => raw(cx),
-            1 => capped(raw(cx)),
+            0 => scores.raw(cx, dom.last()),
+            1 => {
+                let raw = scores.raw(cx, dom.last());
+                scores.capped(raw)
+            }
             2 => s.load(&out_index(4)),
             _ => {
                 let masked =
@@ -290,6 +382,79 @@ pub(super) fn attention(
         results.push(qk);
     }
     Ok(results)
+}
+
+/// An operand view (4-D) as a library call operand.
+fn operand(v: &View) -> Operand4 {
+    Operand4 {
+        buf: v.buf,
+        offset: v.offset,
+        strides: [v.strides[0], v.strides[1], v.strides[2], v.strides[3]],
+    }
+}
+
+/// Whether this node lowers to the fused kernel: asked for, and a case
+/// the microkernels take. `Some(bias operand)` when it does.
+fn fusable(cx: &Cx, s: &Scores, n_outs: usize) -> Option<Option<Operand4>> {
+    let l = s.target[3];
+    let bias = match s.mask {
+        None => None,
+        // A shorter last dim pads with −∞: not an additive tensor.
+        Some(m) if m.dtype == DType::F32 && m.shape.len() <= 4 && m.shape.last() == Some(&l) => {
+            Some(operand(&m.broadcast_to(&s.target)))
+        }
+        Some(_) => return None,
+    };
+    let supported = cx.opts.fused_attention
+        && s.dt == DType::F32
+        && s.softcap <= 0.0
+        && s.nonpad_len.is_none()
+        && n_outs <= 3;
+    supported.then_some(bias)
+}
+
+/// The fused kernel's value at `(b, head, i, c)`:
+/// `select(M = −∞, 0, Σ_j exp(S_j − M)·V[j, c] / Σ_j exp(S_j − M))` with
+/// `M = max_j S_j`. Each occurrence of `S` and `M` gets fresh reduction
+/// variables (ids are unique within a kernel).
+fn fused_value(cx: &mut Cx, s: &Scores, v: &View) -> Result<Expr, String> {
+    let (dom, work, l) = (s.dom, s.work, s.target[3]);
+    let max = |cx: &mut Cx| -> Result<Expr, String> {
+        let j = cx.red();
+        Ok(Expr::Reduce {
+            op: ReduceFn::Max,
+            vars: vec![(j, l)],
+            body: Box::new(s.biased(cx, Var::Red(j))?),
+        })
+    };
+    let exp_at = |cx: &mut Cx, j: usize| -> Result<Expr, String> {
+        let sj = s.biased(cx, Var::Red(j))?;
+        let m = max(cx)?;
+        Ok(Expr::unary(
+            UnaryFn::Exp,
+            Expr::binary(BinaryFn::Sub, sj, m),
+        ))
+    };
+    let jz = cx.red();
+    let z = Expr::Reduce {
+        op: ReduceFn::Sum,
+        vars: vec![(jz, l)],
+        body: Box::new(exp_at(cx, jz)?),
+    };
+    let jv = cx.red();
+    let vl = cast(
+        v.load(&[out(0), dom.kvhead(), red(jv), var(dom.last())]),
+        s.dt,
+        work,
+    );
+    let pv = Expr::Reduce {
+        op: ReduceFn::Sum,
+        vars: vec![(jv, l)],
+        body: Box::new(Expr::binary(BinaryFn::Mul, exp_at(cx, jv)?, vl)),
+    };
+    let masked = Expr::binary(BinaryFn::Eq, max(cx)?, konst(NEG_INF, work));
+    let y = Expr::select(masked, konst(0.0, work), Expr::binary(BinaryFn::Div, pv, z));
+    Ok(cast(y, work, s.dt))
 }
 
 /// `concat(past, new)` along the sequence (two copy kernels), or `new`.
@@ -322,7 +487,7 @@ fn present(cx: &mut Cx, new: &View, past: Option<&View>, what: &str) -> Result<V
 
 /// The additive bias of `attn_mask` at domain point `(b, q_head, i, j)`:
 /// broadcast (right-aligned) to `target`, padded past its last dim with −∞.
-fn mask_bias(m: &View, dom: &Dom, target: [usize; 4], work: DType) -> Result<Expr, String> {
+fn mask_bias(m: &View, dom: &Dom, target: [usize; 4], j: Var, work: DType) -> Result<Expr, String> {
     let r = m.shape.len();
     let is_bool = m.dtype == DType::Bool;
     if r == 0 || r > 4 || !(is_bool || m.dtype.is_float()) {
@@ -343,11 +508,11 @@ fn mask_bias(m: &View, dom: &Dom, target: [usize; 4], work: DType) -> Result<Exp
             m.shape
         ));
     }
-    let full = [out(0), dom.qhead(), dom.i(), crate::lower::var(dom.last())];
+    let full = [out(0), dom.qhead(), dom.i(), var(j)];
     let idx = &full[4 - r..];
     let guards = if last < target[3] {
         vec![Guard {
-            index: crate::lower::var(dom.last()),
+            index: var(j),
             lo: 0,
             hi: last as i64,
         }]
@@ -362,3 +527,6 @@ fn mask_bias(m: &View, dom: &Dom, target: [usize; 4], work: DType) -> Result<Exp
         cast(load, m.dtype, work)
     })
 }
+
+#[cfg(test)]
+mod tests;
