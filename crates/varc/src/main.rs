@@ -12,28 +12,25 @@ use std::process::ExitCode;
 /// its shipped inputs (or seeded random ones), printing compile time, run
 /// time and the agreement with the shipped golden outputs.
 #[derive(Parser)]
-#[command(name = "varc", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(name = "varc", version, about, long_about = None)]
+#[command(
+    override_usage = "varc MODEL.onnx [RUN OPTIONS]   (the same as `varc run MODEL.onnx ...`)\n       varc <COMMAND> ..."
+)]
 #[command(after_help = "Examples:\n  \
     varc models/var_tf_dyn18.onnx                compile for this CPU, run, check the goldens\n  \
-    varc run models/minvar_dyn18.onnx --backend reference\n  \
-    varc run m.onnx --target aarch64-unknown-linux-gnu --emit asm\n  \
+    varc models/minvar_dyn18.onnx --backend reference --threads 2\n  \
+    varc m.onnx --target aarch64-unknown-linux-gnu --emit asm\n  \
     varc m.onnx --target cuda:sm_90              PTX + plan.json + weights.bin in m.cuda/ (runs on a GPU)\n  \
-    varc run m.onnx --emit so --emit-to libm.so  ahead of time: libm.so + libm.h (C entry varc_m_run)\n  \
-    varc run m.onnx --emit obj --emit-to m.o --weights external   m.o, m.h and the weights in m.weights\n  \
-    varc run m.onnx --emit obj --emit-to m.o --ukernels link      matmuls call varc_sgemm: link libvarc_capi.a\n  \
-    varc run m.onnx --inputs in.npz --output out.safetensors\n  \
+    varc m.onnx --emit so -o libm.so             ahead of time: libm.so + libm.h (C entry varc_m_run)\n  \
+    varc m.onnx --target aarch64-unknown-linux-gnu --emit obj -o m.o\n  \
+    varc m.onnx --emit obj -o m.o --weights external   m.o, m.h and the weights in m.weights\n  \
+    varc m.onnx --emit obj -o m.o --ukernels link      matmuls call varc_sgemm: link libvarc_capi.a\n  \
+    varc m.onnx --inputs in.npz --output out.safetensors\n  \
     varc inspect m.onnx --dim batch=2            shapes, op histogram, FLOPs, parameters\n  \
     varc inspect m.onnx --dot m.dot && dot -Tsvg m.dot > m.svg")]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-    /// The model for the main job (compile for this machine, run once).
-    model: Option<std::path::PathBuf>,
-    /// Target for the main job: `host` (default), or `cuda`, `cuda:sm_80`,
-    /// `cuda:sm_90` (writes `<model stem>.cuda/{model.ptx, plan.json,
-    /// weights.bin}`, runs them when a CUDA device is present).
-    #[arg(long)]
-    target: Option<String>,
+    command: Command,
 }
 
 #[derive(Subcommand)]
@@ -49,25 +46,28 @@ enum Command {
     Passes(commands::passes::PassesArgs),
 }
 
+/// `varc MODEL.onnx ...` is `varc run MODEL.onnx ...`: every run option
+/// works in the short form, so it is rewritten before parsing.
+fn with_default_command(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let first = argv.get(1).and_then(|a| a.to_str()).unwrap_or("-");
+    let is_command = Cli::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == first)
+        || first == "help";
+    if !first.starts_with('-') && !is_command {
+        argv.insert(1, "run".into());
+    }
+    argv
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match (cli.command, cli.model) {
-        (Some(Command::Run(args)), _) => commands::run::run(args),
-        (Some(Command::Inspect(args)), _) => commands::inspect::inspect(args),
-        (Some(Command::Bench(args)), _) => commands::bench::bench(args),
-        (Some(Command::Passes(args)), _) => commands::passes::passes(args),
-        (None, Some(model)) => {
-            let mut args = commands::run::RunArgs::main_job(model);
-            if let Some(target) = cli.target {
-                args.target = target;
-            }
-            commands::run::run(args)
-        }
-        (None, None) => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            return ExitCode::from(2);
-        }
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(args),
+        Command::Inspect(args) => commands::inspect::inspect(args),
+        Command::Bench(args) => commands::bench::bench(args),
+        Command::Passes(args) => commands::passes::passes(args),
     };
     match result {
         Ok(code) => code,

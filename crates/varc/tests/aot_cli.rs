@@ -1,5 +1,5 @@
-//! `varc run --emit obj|so --emit-to FILE`: the CLI side of AOT (the C
-//! round trip is tests/tests/aot.rs).
+//! `varc MODEL.onnx --emit obj|so -o FILE` (and `varc run ... --emit-to
+//! FILE`): the CLI side of AOT (the C round trip is tests/tests/aot.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -141,4 +141,33 @@ fn aot_options_need_emit_obj_or_so() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--emit obj|so"));
+}
+
+/// The form: `varc MODEL.onnx --target T --emit obj -o OUT` (the short
+/// form takes every `varc run` option, and `-o` names the artifact).
+#[test]
+fn short_form_with_dash_o_writes_the_object() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aot-cli-short");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("short.o");
+    let _ = std::fs::remove_file(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_varc"))
+        .arg(model("minvar_dyn18.onnx"))
+        .args([
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "--emit",
+            "obj",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    // e_machine 183 = AArch64.
+    assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), 183);
+    assert!(out.with_extension("h").exists());
 }

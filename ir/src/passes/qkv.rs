@@ -17,7 +17,7 @@ use crate::dtype::DType;
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId, Value, ValueRef};
 use crate::op::{BinaryOp, Op};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 
 pub struct MergeProjections;
 
@@ -104,8 +104,10 @@ struct Member {
     id: NodeId,
     key: Key,
     n: usize,
-    /// Row-major `[K, N]` (`[N, K]` for a Gemm with transB).
-    weight: Vec<f64>,
+    /// Row-major `[K, N]` (`[N, K]` for a Gemm with transB), as
+    /// little-endian element bytes: concatenating in the weight's own dtype
+    /// keeps big models' compile time and memory down (no f64 copy).
+    weight: Vec<u8>,
     /// Per-output-column bias, already scaled by a Gemm's beta.
     bias: Option<Vec<f64>>,
     /// The value the merged node's Split output replaces.
@@ -158,7 +160,7 @@ fn member(g: &Graph, cx: &PassCx, id: NodeId) -> Result<Member, String> {
         id,
         key: Key { x, k, dtype, gemm },
         n: cols,
-        weight: wt.to_f64_vec(),
+        weight: wt.data().to_le_bytes(),
         bias,
         out,
     })
@@ -211,7 +213,8 @@ fn merge(g: &mut Graph, name: &str, group: &[Member]) {
     let (k, dt) = (key.k, key.dtype);
     let total: usize = group.iter().map(|m| m.n).sum();
     let trans_b = key.gemm.is_some_and(|(_, t)| t);
-    let mut w = Vec::with_capacity(k * total);
+    let size = dt.size();
+    let mut w = Vec::with_capacity(k * total * size);
     if trans_b {
         // [N_i, K] blocks stack along rows.
         for m in group {
@@ -221,7 +224,7 @@ fn merge(g: &mut Graph, name: &str, group: &[Member]) {
         // [K, N_i] blocks sit side by side in each row.
         for r in 0..k {
             for m in group {
-                w.extend_from_slice(&m.weight[r * m.n..(r + 1) * m.n]);
+                w.extend_from_slice(&m.weight[r * m.n * size..(r + 1) * m.n * size]);
             }
         }
     }
@@ -230,7 +233,9 @@ fn merge(g: &mut Graph, name: &str, group: &[Member]) {
     } else {
         vec![k, total]
     };
-    let w = Tensor::from_f64_as(dt, w_shape, &w).expect("concatenated weight");
+    let w = TensorData::from_le_bytes(dt, &w)
+        .and_then(|d| Tensor::new(w_shape, d))
+        .expect("concatenated weight: whole elements of one dtype");
     let w = add_const(g, &format!("{name}_merged_w"), w);
     let bias = group.iter().any(|m| m.bias.is_some()).then(|| {
         let b: Vec<f64> = group

@@ -1,4 +1,4 @@
-//! `varc run --emit obj|so --emit-to FILE [--weights external] [--ukernels
+//! `varc MODEL.onnx --emit obj|so -o FILE [--weights external] [--ukernels
 //! link]`: ahead-of-time artifacts.
 
 use anyhow::{Result, bail};
@@ -19,7 +19,7 @@ pub fn emit(
 ) -> Result<ExitCode> {
     let Some(out) = to else {
         bail!(
-            "--emit obj|so writes a file: add --emit-to FILE (the C header goes to FILE with extension .h)"
+            "--emit obj|so writes a file: add -o FILE (or --emit-to FILE; the C header goes to FILE with extension .h)"
         );
     };
     let t0 = Instant::now();

@@ -24,11 +24,11 @@ pub fn run(
         None => {}
         Some(Emit::Kernels) => {
             let text = varc_ir::kernel::program_to_text(&model.lower()?);
-            return write_or_print(text, args.emit_to.as_deref());
+            return write_or_print(text, args.emit_path());
         }
         Some(Emit::Ptx) => {
             let text = model.compile_cuda(target)?.ptx;
-            return write_or_print(text, args.emit_to.as_deref());
+            return write_or_print(text, args.emit_path());
         }
         Some(_) => bail!(
             "--target {} emits ptx or kernels (--emit ptx|kernels)",

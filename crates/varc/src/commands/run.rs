@@ -26,10 +26,10 @@ pub enum Emit {
     Clif,
     /// Machine code listing of every kernel.
     Asm,
-    /// A relocatable object with a C entry point (needs --emit-to FILE.o;
+    /// A relocatable object with a C entry point (needs -o FILE.o;
     /// writes FILE.h beside it).
     Obj,
-    /// A shared library linked with `cc -shared` (needs --emit-to FILE.so;
+    /// A shared library linked with `cc -shared` (needs -o FILE.so;
     /// writes FILE.h beside it).
     So,
     /// PTX of every kernel (with --target cuda[:sm_80|sm_90]).
@@ -46,6 +46,8 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub inputs: Option<PathBuf>,
     /// Where to write the outputs (.safetensors or .npz, by extension).
+    /// With --emit nothing runs: -o is then the artifact's path (as
+    /// --emit-to), e.g. `varc m.onnx --emit so -o libm.so`.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Reference outputs to check against (default: MODEL.outputs.safetensors
@@ -82,7 +84,7 @@ pub struct RunArgs {
     pub threads: u32,
     /// With --emit obj|so: `embedded` puts the weights in the object's
     /// .rodata; `external` writes them to FILE with extension .weights
-    /// (beside --emit-to FILE) and the entry points take the loaded file
+    /// (beside -o FILE) and the entry points take the loaded file
     /// (see the generated header).
     #[arg(long, value_enum, default_value = "embedded")]
     pub weights: WeightsArg,
@@ -115,25 +117,10 @@ pub enum UkernelsArg {
 }
 
 impl RunArgs {
-    /// `varc MODEL.onnx`: every option at its default.
-    pub fn main_job(model: PathBuf) -> RunArgs {
-        RunArgs {
-            model,
-            inputs: None,
-            output: None,
-            expect: None,
-            tolerance: None,
-            backend: Backend::Compiled,
-            target: "host".into(),
-            emit: None,
-            emit_to: None,
-            dims: vec![],
-            seed: 0,
-            threads: 1,
-            weights: WeightsArg::Embedded,
-            ukernels: UkernelsArg::None,
-            runtime_lib: None,
-        }
+    /// Where an emitted artifact goes: --emit-to, else -o (nothing runs
+    /// under --emit, so -o names no output tensors then); None = stdout.
+    pub fn emit_path(&self) -> Option<&std::path::Path> {
+        self.emit_to.as_deref().or(self.output.as_deref())
     }
 }
 
@@ -244,7 +231,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 fn emit(model: &LoadedModel, target: &Target, kind: Emit, args: &RunArgs) -> Result<ExitCode> {
-    let to = args.emit_to.as_deref();
+    let to = args.emit_path();
     if let Some(aot) = match kind {
         Emit::Obj => Some(varc::aot::AotKind::Object),
         Emit::So => Some(varc::aot::AotKind::Shared),
