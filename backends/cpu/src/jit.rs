@@ -3,7 +3,7 @@
 //! separate so that an arena-based memory plan can call
 //! [`JitProgram::run_kernels`] directly.
 
-use crate::math::{Imports, Libm, host};
+use crate::math::{Libm, host};
 use crate::plan::Plan;
 use crate::{CodegenError, abi, attention, gemm, isa, kernel, status_message};
 use cranelift_codegen::Context;
@@ -146,22 +146,10 @@ fn compile_code(program: &Program, opts: JitOptions) -> Result<JitProgram, Codeg
         varc_runtime::ukernel::varc_attention as *const u8,
     );
     let mut module = JITModule::new(builder);
-    let mut imports = Imports { index: vec![] };
-    for f in Libm::ALL {
-        let id = module
-            .declare_function(f.symbol(), Linkage::Import, &abi::libm_signature(f, cc))
-            .map_err(jit)?;
-        imports.index.push((f, id.as_u32()));
-    }
+    let imports =
+        crate::imports::declare_libm(&mut module, cc, Libm::symbol).map_err(|e| jit(*e))?;
     let uk = if opts.ukernels {
-        let id = module
-            .declare_function(
-                gemm::SGEMM_SYMBOL,
-                Linkage::Import,
-                &gemm::sgemm_signature(cc),
-            )
-            .map_err(jit)?;
-        Some(gemm::Ukernels { sgemm: id.as_u32() })
+        Some(crate::imports::declare_sgemm(&mut module, cc).map_err(|e| jit(*e))?)
     } else {
         None
     };

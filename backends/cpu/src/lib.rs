@@ -23,6 +23,7 @@ mod attention;
 mod check;
 mod expr;
 mod gemm;
+mod imports;
 mod isa;
 mod jit;
 mod kernel;

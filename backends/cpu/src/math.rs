@@ -46,6 +46,16 @@ impl Libm {
         }
     }
 
+    /// The C library function an AOT object imports (the JIT binds
+    /// [`Libm::symbol`] to host wrappers instead).
+    pub fn c_name(self) -> &'static str {
+        match self {
+            Libm::Powf => "powf",
+            Libm::Sinf => "sinf",
+            Libm::Cosf => "cosf",
+        }
+    }
+
     pub fn arity(self) -> usize {
         match self {
             Libm::Powf => 2,

@@ -51,8 +51,8 @@ impl LoadedModel {
                 node.op.kind()
             );
         }
-        Ok(varc_ir::lower::lower_with(graph, &inferred.consts, opts)?)
-            .map(|program| self.fuse_kernels(program))
+        let program = varc_ir::lower::lower_with(graph, &inferred.consts, opts)?;
+        Ok(self.fuse_kernels(program))
     }
 
     /// Kernel fusion ([`varc_ir::kernel::fuse`]) on a lowered program,

@@ -31,8 +31,8 @@ mod entry;
 mod header;
 pub mod weights;
 
-use crate::math::{Imports, Libm};
-use crate::{CodegenError, Target, abi, gemm, kernel};
+use crate::math::Libm;
+use crate::{CodegenError, Target, abi, kernel};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, Signature, UserFuncName, types};
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -222,27 +222,10 @@ pub fn compile_object(
     let mut module = ObjectModule::new(builder);
 
     // libm functions, under their C names.
-    let mut imports = Imports { index: vec![] };
-    for f in Libm::ALL {
-        let c_name = match f {
-            Libm::Powf => "powf",
-            Libm::Sinf => "sinf",
-            Libm::Cosf => "cosf",
-        };
-        let id = module
-            .declare_function(c_name, Linkage::Import, &abi::libm_signature(f, cc))
-            .map_err(merr)?;
-        imports.index.push((f, id.as_u32()));
-    }
+    let imports =
+        crate::imports::declare_libm(&mut module, cc, Libm::c_name).map_err(|e| merr(*e))?;
     let uk = if opts.ukernels {
-        let id = module
-            .declare_function(
-                gemm::SGEMM_SYMBOL,
-                Linkage::Import,
-                &gemm::sgemm_signature(cc),
-            )
-            .map_err(merr)?;
-        Some(gemm::Ukernels { sgemm: id.as_u32() })
+        Some(crate::imports::declare_sgemm(&mut module, cc).map_err(|e| merr(*e))?)
     } else {
         None
     };
