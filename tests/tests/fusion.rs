@@ -181,6 +181,7 @@ fn tagged(p: &Program) -> Vec<(String, Vec<usize>, Vec<String>, String)> {
 fn library_tagged_kernels_are_left_alone() {
     let opts = LowerOptions {
         fused_attention: true,
+        conv_library: true,
     };
     let mut failures = Vec::new();
     let mut seen = 0;

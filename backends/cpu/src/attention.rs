@@ -41,7 +41,7 @@ pub fn attention_signature(cc: CallConv) -> Signature {
 pub fn tagged(k: &Kernel) -> Option<&AttentionCall> {
     match &k.library {
         Some(Library::Attention(a)) => Some(a),
-        None => None,
+        _ => None,
     }
 }
 

@@ -232,7 +232,7 @@ fn f32_load(p: &Program, e: &Expr) -> Option<Access> {
 }
 
 /// Replaces every `Reduce` in `e` by `with`.
-fn replace_reduce(e: &Expr, with: &Expr) -> Expr {
+pub(crate) fn replace_reduce(e: &Expr, with: &Expr) -> Expr {
     let r = |x: &Expr| Box::new(replace_reduce(x, with));
     match e {
         Expr::Reduce { .. } => with.clone(),

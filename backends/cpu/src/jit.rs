@@ -5,7 +5,7 @@
 
 use crate::math::{Libm, host};
 use crate::plan::Plan;
-use crate::{CodegenError, abi, attention, gemm, isa, kernel, status_message};
+use crate::{CodegenError, abi, attention, conv, gemm, isa, kernel, status_message};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::UserFuncName;
 use cranelift_jit::{JITBuilder, JITModule};
@@ -145,6 +145,10 @@ fn compile_code(program: &Program, opts: JitOptions) -> Result<JitProgram, Codeg
         attention::ATTENTION_SYMBOL,
         varc_runtime::ukernel::varc_attention as *const u8,
     );
+    builder.symbol(
+        conv::CONV_SYMBOL,
+        varc_runtime::ukernel::varc_conv2d as *const u8,
+    );
     let mut module = JITModule::new(builder);
     let imports =
         crate::imports::declare_libm(&mut module, cc, Libm::symbol).map_err(|e| jit(*e))?;
@@ -153,18 +157,20 @@ fn compile_code(program: &Program, opts: JitOptions) -> Result<JitProgram, Codeg
     } else {
         None
     };
-    let attn = if opts.ukernels {
-        let id = module
-            .declare_function(
-                attention::ATTENTION_SYMBOL,
-                Linkage::Import,
-                &attention::attention_signature(cc),
-            )
-            .map_err(jit)?;
-        Some(attention::AttentionImport(id.as_u32()))
-    } else {
-        None
-    };
+    let mut libs = kernel::LibraryImports::default();
+    if opts.ukernels {
+        let mut import = |name: &str, sig: &cranelift_codegen::ir::Signature| {
+            module
+                .declare_function(name, Linkage::Import, sig)
+                .map(|id| id.as_u32())
+                .map_err(jit)
+        };
+        libs.attention = Some(attention::AttentionImport(import(
+            attention::ATTENTION_SYMBOL,
+            &attention::attention_signature(cc),
+        )?));
+        libs.conv = Some(import(conv::CONV_SYMBOL, &conv::conv_signature(cc))?);
+    }
     let packs = if opts.ukernels && gemm::packing_enabled() {
         let id = module
             .declare_function(
@@ -194,7 +200,7 @@ fn compile_code(program: &Program, opts: JitOptions) -> Result<JitProgram, Codeg
             &*isa,
             &imports,
             uk.as_ref(),
-            attn,
+            libs,
             packs.as_ref(),
         )?;
         if let Some(b) = built.packed_b {

@@ -3,6 +3,7 @@
 
 use crate::abi;
 use crate::attention::{self, AttentionImport};
+use crate::conv;
 use crate::expr::{Em, Point, R};
 use crate::gemm::{self, Ukernels};
 use crate::math::Imports;
@@ -87,36 +88,34 @@ pub fn build_with(
     imports: &Imports,
     uk: Option<&Ukernels>,
 ) -> Result<Built, CodegenError> {
-    build_with_library(p, k, isa, imports, uk, None)
+    build_host(p, k, isa, imports, uk, LibraryImports::default(), None)
 }
 
-/// [`build_with`]; with `attn`, kernels tagged with an attention call run
-/// the runtime's fused attention microkernel (see [`attention`]).
-pub fn build_with_library(
-    p: &Program,
-    k: &Kernel,
-    isa: &dyn TargetIsa,
-    imports: &Imports,
-    uk: Option<&Ukernels>,
-    attn: Option<AttentionImport>,
-) -> Result<Built, CodegenError> {
-    build_host(p, k, isa, imports, uk, attn, None)
+/// The runtime routines a host module imports for library-tagged kernels;
+/// a kernel whose routine is absent compiles its loop nest.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LibraryImports {
+    /// `varc_attention` (see [`attention`]).
+    pub attention: Option<AttentionImport>,
+    /// `varc_conv2d`'s external-name index (see [`conv`]).
+    pub conv: Option<u32>,
 }
 
-/// [`build_with_library`]; with `packs`, sgemm B operands that are weights
-/// are packed at compile time (see [`gemm::WeightPacks`]).
+/// [`build_with`] with the library routines of `libs`; with `packs`, sgemm
+/// B operands that are weights are packed at compile time (see
+/// [`gemm::WeightPacks`]).
 pub fn build_host(
     p: &Program,
     k: &Kernel,
     isa: &dyn TargetIsa,
     imports: &Imports,
     uk: Option<&Ukernels>,
-    attn: Option<AttentionImport>,
+    libs: LibraryImports,
     packs: Option<&gemm::WeightPacks>,
 ) -> Result<Built, CodegenError> {
     let err = |e: String| CodegenError::kernel(&k.name, e);
     check::validate(p, k).map_err(err)?;
-    if let (Some(import), Some(call)) = (attn, attention::tagged(k)) {
+    if let (Some(import), Some(call)) = (libs.attention, attention::tagged(k)) {
         return Ok(Built {
             func: attention::build(p, call, isa, import).map_err(err)?,
             plan: Plan::SCALAR,
@@ -126,24 +125,30 @@ pub fn build_host(
             packed_b: None,
         });
     }
-    let gemm = uk.and_then(|_| gemm::recognise_for(p, k, packs.is_some()));
+    let conv = libs.conv.zip(conv::tagged(k));
+    let gemm = uk
+        .filter(|_| conv.is_none())
+        .and_then(|_| gemm::recognise_for(p, k, packs.is_some()));
     let packed = gemm.as_ref().zip(packs).and_then(|(g, w)| w.pack(p, g));
     let vregs = isa::vector_registers(isa);
-    let mut plan = match &gemm {
-        Some(g) => g
-            .epilogue
-            .as_ref()
-            .map_or(Plan::SCALAR, |e| plan::plan(p, e, vregs)),
+    let epilogue = match (&conv, &gemm) {
+        (Some((_, c)), _) => Some(c.epilogue.as_ref()),
+        (None, Some(g)) => Some(g.epilogue.as_ref()),
+        (None, None) => None,
+    };
+    let mut plan = match epilogue {
+        Some(e) => e.map_or(Plan::SCALAR, |e| plan::plan(p, e, vregs)),
         None => plan::plan(p, k, vregs),
     };
     plan.sgemm = gemm.is_some();
-    plan.epilogue = gemm.as_ref().is_some_and(|g| g.epilogue.is_some());
+    plan.epilogue = epilogue.is_some_and(|e| e.is_some());
     let sig = abi::kernel_signature(isa.default_call_conv());
     let mut func = Function::with_name_signature(UserFuncName::user(0, 0), sig);
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut func, &mut fctx);
     let abi::Entry { bufs, lo, hi, fail } = abi::begin(&mut b);
-    let split = split_axis(k, plan, gemm.as_ref());
+    // The convolution call splits its own work across the pool.
+    let split = split_axis(k, plan, gemm.as_ref()).filter(|_| conv.is_none());
     let range = split.map(|a| {
         // Clamp lo..hi to 0..extent so any range the caller passes stays
         // inside the domain (the static bounds checks assume it).
@@ -173,8 +178,15 @@ pub fn build_host(
         split: range,
     };
     if !k.domain.contains(&0) {
-        match (&gemm, uk) {
-            (Some(g), Some(uk)) => {
+        match (&conv, &gemm, uk) {
+            (Some((import, c)), _, _) => {
+                em.conv_call(c.call, *import).map_err(err)?;
+                if let Some(e) = &c.epilogue {
+                    em.k = e;
+                    em.nest(plan).map_err(err)?;
+                }
+            }
+            (None, Some(g), Some(uk)) => {
                 em.gemm_with(g, uk, packed.as_ref()).map_err(err)?;
                 if let Some(e) = &g.epilogue {
                     em.k = e;
@@ -190,8 +202,8 @@ pub fn build_host(
         func,
         plan,
         split,
-        work: work(k),
-        library: None,
+        work: conv.as_ref().map_or(work(k), |(_, c)| conv::work(c.call)),
+        library: conv.as_ref().map(|_| "conv ukernel"),
         packed_b: packed.map(|x| x.buf),
     })
 }

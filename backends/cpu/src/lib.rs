@@ -21,6 +21,7 @@ mod abi;
 pub mod aot;
 mod attention;
 mod check;
+mod conv;
 mod expr;
 mod gemm;
 mod imports;

@@ -14,8 +14,8 @@
 //! |---|---|---|---|
 //! | exp     | Cody–Waite reduction, Cephes degree-6 polynomial, 2ⁿ applied as two factors (gradual underflow) | 1.18e-7 | — |
 //! | log     | mantissa in [√½, √2), Cephes degree-9 polynomial, denormals pre-scaled | 8.0e-8 | 4.5e-8 |
-//! | tanh    | odd Cephes polynomial for \|x\| < 0.625, else 1 − 2/(e²ˣ+1) | 1.41e-7 | 7.9e-8 |
-//! | sigmoid | e = exp(−\|x\|): 1/(1+e) for x ≥ 0, e/(1+e) below | 2.04e-7 | 8.9e-8 |
+//! | tanh    | x·P(x²)/Q(x²), degrees 4/4 fitted on [0, 7.9] (`scripts/fit_tanh.py`), ±1 beyond | 2.90e-7 | 2.90e-7 |
+//! | sigmoid | e = exp(−\|x\|): 1/(1+e) for x ≥ 0, e·(1/(1+e)) below | 2.04e-7 | 8.9e-8 |
 //! | erf     | Taylor series (degree 17) for \|x\| < 0.75, else 1 − erfc (Numerical Recipes Chebyshev fit) | 1.78e-7 | 1.28e-7 |
 //!
 //! (`tests/math_accuracy.rs` asserts bounds about twice these.) Special values: NaN
@@ -223,9 +223,14 @@ impl Fx<'_, '_> {
     }
 
     pub fn exp(&mut self, x: Value) -> Value {
+        // Clamp by compare-and-select: x86 `fmax`/`fmin` with IEEE NaN
+        // rules cost about eight instructions each; a NaN compares false
+        // and stays NaN either way.
         let (lo, hi) = (self.c(-104.0), self.c(88.8));
-        let x = self.b.ins().fmax(x, lo);
-        let x = self.b.ins().fmin(x, hi);
+        let below = self.cmp(FloatCC::LessThan, x, lo);
+        let x = self.sel(below, lo, x);
+        let above = self.cmp(FloatCC::GreaterThan, x, hi);
+        let x = self.sel(above, hi, x);
         let log2e = self.c(std::f32::consts::LOG2_E);
         let t = self.mul(x, log2e);
         let n = self.b.ins().nearest(t);
@@ -248,8 +253,14 @@ impl Fx<'_, '_> {
         let r1 = self.add(r, one);
         let y = self.mul_add(p, z, r1);
         // y · 2^n with 2^n = 2^h · 2^(n-h) so that n in [-150, 128] works.
-        let it = self.ity();
-        let ni = self.b.ins().fcvt_to_sint_sat(it, n);
+        // n is integral in [-151, 129]: its value is the low bits of
+        // n + 1.5·2²³ (cheaper than a saturating conversion; a NaN n makes
+        // garbage bits, but then y is NaN already).
+        let magic = self.c(12_582_912.0);
+        let nm = self.add(n, magic);
+        let nm = self.bits_of(nm);
+        let magic_bits = self.ci(0x4B40_0000);
+        let ni = self.b.ins().isub(nm, magic_bits);
         let h = self.b.ins().sshr_imm_u(ni, 1);
         let rest = self.b.ins().isub(ni, h);
         let s1 = self.pow2(h);
@@ -341,33 +352,39 @@ impl Fx<'_, '_> {
     }
 
     pub fn tanh(&mut self, x: Value) -> Value {
-        let ax = self.b.ins().fabs(x);
-        // |x| < 0.625: x + x·z·P(z), z = x².
+        // x·P(x²)/Q(x²), degree 4 over 4, fitted on [0, 7.9] for least
+        // maximum relative error (`scripts/fit_tanh.py`); Q > 0 for every
+        // x², so there is no pole. Beyond |x| = 7.9, tanh is within 2.7e-7
+        // of ±1: return that (also for ±inf, where P/Q is NaN).
         let z = self.mul(x, x);
         let p = self.horner(
             z,
             &[
-                -5.704_988_7e-3,
-                2.063_909e-2,
-                -5.373_971_6e-2,
-                1.333_144_2e-1,
-                -3.333_328e-1,
+                1.544_939e-8,
+                2.203_531e-5,
+                3.579_625_6e-3,
+                1.345_113e-1,
+                1.0,
             ],
         );
-        let xz = self.mul(x, z);
-        let small = self.mul_add(xz, p, x);
-        // Otherwise 1 − 2/(e^(2|x|) + 1), with the sign of x.
-        let two = self.c(2.0);
-        let ax2 = self.mul(ax, two);
-        let e = self.exp(ax2);
+        let q = self.horner(
+            z,
+            &[
+                8.606_448_3e-7,
+                3.424_749e-4,
+                2.619_457_2e-2,
+                4.678_445_8e-1,
+                1.0,
+            ],
+        );
+        let xp = self.mul(x, p);
+        let y = self.div(xp, q);
+        let ax = self.b.ins().fabs(x);
+        let lim = self.c(7.9);
+        let big = self.cmp(FloatCC::GreaterThan, ax, lim);
         let one = self.c(1.0);
-        let d = self.add(e, one);
-        let q = self.div(two, d);
-        let big = self.sub(one, q);
-        let big = self.copysign(big, x);
-        let lim = self.c(0.625);
-        let is_small = self.cmp(FloatCC::LessThan, ax, lim);
-        self.sel(is_small, small, big)
+        let one = self.copysign(one, x);
+        self.sel(big, one, y)
     }
 
     pub fn sigmoid(&mut self, x: Value) -> Value {
@@ -377,7 +394,8 @@ impl Fx<'_, '_> {
         let one = self.c(1.0);
         let d = self.add(one, e);
         let pos = self.div(one, d);
-        let neg = self.div(e, d);
+        // e·(1/d) rather than e/d: one division per call.
+        let neg = self.mul(e, pos);
         let zero = self.c(0.0);
         let is_neg = self.cmp(FloatCC::LessThan, x, zero);
         self.sel(is_neg, neg, pos)

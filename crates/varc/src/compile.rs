@@ -52,7 +52,10 @@ impl LoadedModel {
             );
         }
         let program = varc_ir::lower::lower_with(graph, &inferred.consts, opts)?;
-        Ok(self.fuse_kernels(program))
+        // Coalescing changes no value (not even bits): always on.
+        Ok(varc_ir::kernel::coalesce::coalesce_reductions(
+            self.fuse_kernels(program),
+        ))
     }
 
     /// Kernel fusion ([`varc_ir::kernel::fuse`]) on a lowered program,
@@ -81,12 +84,16 @@ impl LoadedModel {
     /// Compiles for the host CPU (JIT).
     pub fn compile_host(&self) -> Result<Executable> {
         let t0 = Instant::now();
-        // The JIT runs tagged attention kernels through the runtime's fused
-        // microkernel when microkernels are on (AOT and CUDA keep five);
-        // `VARC_FUSED_ATTENTION=0` keeps five here too (for comparisons).
-        let fused_attention = varc_backend_cpu::JitOptions::default().ukernels
-            && std::env::var("VARC_FUSED_ATTENTION").map_or(true, |v| v != "0");
-        let program = self.lower_with(&LowerOptions { fused_attention })?;
+        // The JIT runs tagged attention and convolution kernels through the
+        // runtime's microkernels when microkernels are on (AOT and CUDA
+        // keep the five-kernel attention and im2col); `VARC_FUSED_ATTENTION=0`
+        // and `VARC_CONV_UKERNEL=0` keep those here too (for comparisons).
+        let ukernels = varc_backend_cpu::JitOptions::default().ukernels;
+        let env_on = |name| std::env::var(name).map_or(true, |v| v != "0");
+        let program = self.lower_with(&LowerOptions {
+            fused_attention: ukernels && env_on("VARC_FUSED_ATTENTION"),
+            conv_library: ukernels && env_on("VARC_CONV_UKERNEL"),
+        })?;
         let plan = plan(&program);
         plan.check(&program).map_err(anyhow::Error::msg)?;
         let jit = varc_backend_cpu::compile_jit(&program)?;
@@ -97,7 +104,7 @@ impl LoadedModel {
             arena: Mutex::new(vec![0u128; words]),
             compile_ms: t0.elapsed().as_secs_f64() * 1e3,
             profile: std::env::var("VARC_PROFILE")
-                .is_ok_and(|v| v == "1")
+                .is_ok_and(|v| v == "1" || v == "all")
                 .then(|| Mutex::new((vec![0.0; program.kernels.len()], 0))),
             pool: Arc::new(ThreadPool::new(1)),
             program,
@@ -244,7 +251,9 @@ impl Drop for Executable {
             times.len(),
             total / runs as f64
         );
-        for &i in order.iter().take(25) {
+        // `VARC_PROFILE=all` lists every kernel and sums by routine.
+        let all = std::env::var("VARC_PROFILE").is_ok_and(|v| v == "all");
+        for &i in order.iter().take(if all { usize::MAX } else { 25 }) {
             let k = &self.program.kernels[i];
             eprintln!(
                 "{:>9.3} ms {:>5.1}%  #{i:<4} {:<30} domain {:?} [{}]",
@@ -254,6 +263,21 @@ impl Drop for Executable {
                 k.domain,
                 self.jit.describe(i)
             );
+        }
+        if all {
+            let mut by_kind: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+            for (i, t) in times.iter().enumerate() {
+                let e = by_kind.entry(self.jit.describe(i)).or_default();
+                e.0 += t / runs as f64;
+                e.1 += 1;
+            }
+            eprintln!("VARC_PROFILE: by routine");
+            for (kind, (ms, n)) in by_kind {
+                eprintln!(
+                    "{ms:>9.3} ms {:>5.1}%  {n:>4} kernels  [{kind}]",
+                    100.0 * ms * runs as f64 / total.max(1e-12)
+                );
+            }
         }
     }
 }

@@ -31,9 +31,7 @@ mod address;
 #[cfg(test)]
 mod tests;
 
-use super::{
-    Access, BinaryFn, BufId, BufKind, Expr, Kernel, Library, Program, ReduceFn, UnaryFn, Var,
-};
+use super::{Access, BinaryFn, BufId, BufKind, Expr, Kernel, Program, ReduceFn, UnaryFn, Var};
 use crate::dtype::DType;
 use std::collections::BTreeSet;
 
@@ -639,15 +637,8 @@ fn remap_kernel(k: &mut Kernel, m: &dyn Fn(BufId) -> BufId) {
     k.store.buf = m(k.store.buf);
     remap_expr(&mut k.value, m);
     if let Some(lib) = &mut k.library {
-        match lib {
-            Library::Attention(a) => {
-                for op in [&mut a.q, &mut a.k, &mut a.v, &mut a.out] {
-                    op.buf = m(op.buf);
-                }
-                if let Some(b) = &mut a.bias {
-                    b.buf = m(b.buf);
-                }
-            }
+        for b in lib.buffers_mut() {
+            *b = m(*b);
         }
     }
 }

@@ -13,10 +13,30 @@ use super::analysis::injective;
 use super::{Affine, BufId, Kernel, Program, Var};
 use crate::dtype::DType;
 
+mod conv;
+pub use conv::ConvCall;
+
 /// A routine a kernel's loop nest computes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Library {
     Attention(AttentionCall),
+    Conv(ConvCall),
+}
+
+impl Library {
+    /// Every operand's buffer id, for passes that renumber buffers.
+    pub fn buffers_mut(&mut self) -> Vec<&mut BufId> {
+        match self {
+            Library::Attention(a) => {
+                let mut v = vec![&mut a.q.buf, &mut a.k.buf, &mut a.v.buf, &mut a.out.buf];
+                if let Some(b) = &mut a.bias {
+                    v.push(&mut b.buf);
+                }
+                v
+            }
+            Library::Conv(c) => vec![&mut c.x.buf, &mut c.w.buf, &mut c.out.buf],
+        }
+    }
 }
 
 /// A 4-D f32 operand: element `[a, b, c, d]` lives at
@@ -133,6 +153,8 @@ pub fn check(p: &Program, k: &Kernel) -> Result<(), String> {
         None => Ok(()),
         Some(Library::Attention(a)) => check_attention(p, k, a)
             .map_err(|e| format!("attention library tag does not fit the kernel: {e}")),
+        Some(Library::Conv(c)) => conv::check(p, k, c)
+            .map_err(|e| format!("conv library tag does not fit the kernel: {e}")),
     }
 }
 
@@ -146,8 +168,34 @@ fn check_attention(p: &Program, k: &Kernel, a: &AttentionCall) -> Result<(), Str
     if !a.scale.is_finite() {
         return Err(format!("scale {} is not finite", a.scale));
     }
+    check_operands(p, k, &a.operands(), a.out.buf)?;
+    let split = match k.domain.len() {
+        4 => false,
+        5 => true,
+        n => return Err(format!("a domain of rank {n} is not an attention output")),
+    };
+    let want: Vec<usize> = if split {
+        vec![a.batch, a.kv_heads, a.group(), a.s_q, a.v_head_dim]
+    } else {
+        vec![a.batch, a.q_heads, a.s_q, a.v_head_dim]
+    };
+    if k.domain != want {
+        return Err(format!("domain {:?}, call sizes {want:?}", k.domain));
+    }
+    check_store(k, a.out.buf, &a.out_address(split))
+}
+
+/// Checks operands `(name, operand, extents)` of a call whose output
+/// buffer is `out`: f32, inside their buffers, inputs read by the loop
+/// nest and distinct from the output.
+fn check_operands(
+    p: &Program,
+    k: &Kernel,
+    ops: &[(&'static str, &Operand4, [usize; 4])],
+    out: BufId,
+) -> Result<(), String> {
     let reads = k.reads();
-    for (what, op, ext) in a.operands() {
+    for &(what, op, ext) in ops {
         let b = p
             .buffers
             .get(op.buf.0)
@@ -171,25 +219,17 @@ fn check_attention(p: &Program, k: &Kernel, a: &AttentionCall) -> Result<(), Str
                 b.name
             ));
         }
-        if !is_out && op.buf == a.out.buf {
+        if !is_out && op.buf == out {
             return Err(format!("{what} is the output buffer '{}'", b.name));
         }
     }
-    let split = match k.domain.len() {
-        4 => false,
-        5 => true,
-        n => return Err(format!("a domain of rank {n} is not an attention output")),
-    };
-    let want: Vec<usize> = if split {
-        vec![a.batch, a.kv_heads, a.group(), a.s_q, a.v_head_dim]
-    } else {
-        vec![a.batch, a.q_heads, a.s_q, a.v_head_dim]
-    };
-    if k.domain != want {
-        return Err(format!("domain {:?}, call sizes {want:?}", k.domain));
-    }
+    Ok(())
+}
+
+/// Checks that the kernel stores where the call writes, `addr` over the
+/// domain, and that distinct points are distinct elements.
+fn check_store(k: &Kernel, out: BufId, addr: &Affine) -> Result<(), String> {
     let st = &k.store;
-    let addr = a.out_address(split);
     let same = |x: &Affine, y: &Affine| {
         x.offset == y.offset
             && k.domain
@@ -198,10 +238,10 @@ fn check_attention(p: &Program, k: &Kernel, a: &AttentionCall) -> Result<(), Str
                 .filter(|&(_, &n)| n > 1)
                 .all(|(i, _)| x.coeff(Var::Out(i)) == y.coeff(Var::Out(i)))
     };
-    if st.buf != a.out.buf || !st.gathers.is_empty() || !same(&st.index, &addr) {
+    if st.buf != out || !st.gathers.is_empty() || !same(&st.index, addr) {
         return Err("the output is not where the kernel stores".into());
     }
-    if !injective(&addr, &k.domain) {
+    if !injective(addr, &k.domain) {
         return Err("distinct outputs share an element".into());
     }
     Ok(())

@@ -18,6 +18,7 @@
 //! specification every code generator is tested against.
 
 pub mod analysis;
+pub mod coalesce;
 pub mod eval;
 pub mod fuse;
 pub mod library;
@@ -320,7 +321,7 @@ pub struct Kernel {
     pub library: Option<Library>,
 }
 
-pub use library::{AttentionCall, Library, Operand4};
+pub use library::{AttentionCall, ConvCall, Library, Operand4};
 
 impl Kernel {
     /// Buffers this kernel reads.

@@ -116,6 +116,26 @@ fn library(p: &Program, lib: &Library) -> String {
             }
             format!("attention({})", ops.join(", "))
         }
+        Library::Conv(c) => {
+            let mut ops: Vec<String> = c
+                .operands()
+                .iter()
+                .map(|(what, o, _)| format!("{what}={}", operand(p, o)))
+                .collect();
+            ops.push(format!(
+                "n={} c={} m={} in={:?} out={:?} kernel={:?} strides={:?} dilations={:?} pads={:?}",
+                c.batch,
+                c.in_channels,
+                c.out_channels,
+                c.in_size,
+                c.out_size,
+                c.kernel,
+                c.strides,
+                c.dilations,
+                c.pads
+            ));
+            format!("conv2d({})", ops.join(", "))
+        }
     }
 }
 

@@ -359,6 +359,11 @@ pub struct LowerOptions {
     /// scores and is only fit for the interpreter) instead of five kernels
     /// over a materialised score matrix.
     pub fused_attention: bool,
+    /// Lower 2-D f32 convolutions of one group to one direct kernel
+    /// tagged with [`crate::kernel::Library::Conv`] (for backends with an
+    /// implicit-GEMM convolution microkernel) instead of im2col copies and
+    /// a matrix product.
+    pub conv_library: bool,
 }
 
 /// Lowers a fully typed graph to a kernel program (default options).

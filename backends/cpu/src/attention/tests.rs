@@ -102,6 +102,7 @@ fn lower_both(
     [true, false].map(|fused| {
         let opts = LowerOptions {
             fused_attention: fused,
+            ..Default::default()
         };
         (
             lower_with(&g, &inferred.consts, &opts).unwrap(),

@@ -2,8 +2,11 @@
 //! depth blocks of `kc` (one B panel each, packed here or taken from a
 //! [`PackedB`]), row blocks of `mc` (one packed A block each), then the
 //! tiles over the block. Products of at most [`SMALL_ROWS`] rows skip the
-//! row blocks: the small tile reads A in place.
+//! row blocks: the small tile reads A in place. B may also be the implicit
+//! im2col matrix of a convolution ([`Im2col`]), packed straight from the
+//! image.
 
+use super::conv::Im2col;
 use super::pack::{self, AlignedBuf};
 use super::{At, COut, Isa, MatRef, PackedB, SMALL_ROWS, Tile};
 use std::cell::RefCell;
@@ -68,6 +71,9 @@ pub(super) enum BSrc<'a> {
     /// Packed ahead; the product's column 0 is the packed matrix's column
     /// `j0` (a multiple of the tile's column group).
     Packed { b: &'a PackedB, j0: usize },
+    /// The im2col matrix of one image, packed block by block from the
+    /// image; the product's column 0 is point `j0`.
+    Im2col { src: &'a Im2col<'a>, j0: usize },
 }
 
 /// C: `out` holds element `(i, j)` at `offset + i·rs + j·cs`.
@@ -152,7 +158,7 @@ fn blocks(
     if small.is_none() {
         pa.resize(mc.min(m.next_multiple_of(t.mr)) * kc);
     }
-    if let BSrc::Strided(_) = b {
+    if let BSrc::Strided(_) | BSrc::Im2col { .. } = b {
         pb.resize(nc.min(n.next_multiple_of(group)) * kc);
     }
     for jc in (0..n).step_by(nc) {
@@ -167,6 +173,11 @@ fn blocks(
                     &pb.as_slice()[..width * kcur]
                 }
                 BSrc::Packed { b, j0 } => b.panel(pc, j0 + jc, width),
+                BSrc::Im2col { src, j0 } => {
+                    let dst = &mut pb.as_mut_slice()[..width * kcur];
+                    pack::pack_b_im2col(dst, src, pc, kcur, j0 + jc, ncur, t.nr);
+                    &pb.as_slice()[..width * kcur]
+                }
             };
             let acc = accumulate || pc > 0;
             if let Some((w, f)) = small {

@@ -33,9 +33,14 @@
 //!
 //! [`attention`] is the fused attention microkernel (flash-attention
 //! style, [`varc_attention`]) for kernels tagged `Library::Attention`.
+//!
+//! [`conv`] is the 2-D convolution microkernel ([`varc_conv2d`]): the same
+//! block loops with B the implicit im2col matrix, packed straight from the
+//! input image.
 
 pub mod attention;
 mod blocks;
+pub mod conv;
 mod generic;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -46,6 +51,7 @@ mod x86;
 
 pub use attention::varc_attention;
 pub use blocks::Blocking;
+pub use conv::varc_conv2d;
 pub use packed::PackedB;
 use std::sync::OnceLock;
 
@@ -115,6 +121,33 @@ fn injective(rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
             .checked_mul(small.unsigned_abs())
             .is_some_and(|span| big.unsigned_abs() > span);
     inner && outer
+}
+
+/// Distinct indices of a view with these `(extent, stride)` axes are
+/// distinct elements: sorted by stride magnitude, each axis steps past the
+/// whole span of the axes below it. (Sufficient, not necessary: views it
+/// refuses run serially or are refused.)
+fn injective_axes(axes: &[(usize, isize)]) -> bool {
+    if axes.iter().any(|&(n, _)| n == 0) {
+        return true;
+    }
+    let mut v: Vec<(usize, usize)> = axes
+        .iter()
+        .filter(|&&(n, _)| n > 1)
+        .map(|&(n, s)| (n, s.unsigned_abs()))
+        .collect();
+    v.sort_by_key(|&(_, s)| s);
+    let mut below = 0usize;
+    for (n, s) in v {
+        if s == 0 || s <= below {
+            return false;
+        }
+        let Some(b) = (n - 1).checked_mul(s).and_then(|t| t.checked_add(below)) else {
+            return false;
+        };
+        below = b;
+    }
+    true
 }
 
 /// The instruction set the microkernels use on this machine.
@@ -402,6 +435,8 @@ enum RawB {
     },
     /// Address of a live [`PackedB`].
     Packed(usize),
+    /// The im2col matrix of a convolution's image.
+    Im2col(conv::RawIm2col),
 }
 
 /// One C ABI product, before any split.
@@ -418,6 +453,46 @@ struct RawGemm {
     rs_c: isize,
     cs_c: isize,
     accumulate: bool,
+}
+
+impl RawGemm {
+    /// Product `i` of `batch`: B and C moved by `i` steps (a packed B is
+    /// shared).
+    fn image(mut self, batch: &Batch, i: usize) -> RawGemm {
+        let i = i as isize;
+        let step = |p: usize, s: isize| (p as *const f32).wrapping_offset(i * s) as usize;
+        self.b = match self.b {
+            RawB::Strided { ptr, rs, cs } => RawB::Strided {
+                ptr: step(ptr, batch.b_step),
+                rs,
+                cs,
+            },
+            RawB::Packed(p) => RawB::Packed(p),
+            RawB::Im2col(x) => RawB::Im2col(conv::RawIm2col {
+                ptr: step(x.ptr, batch.b_step),
+                ..x
+            }),
+        };
+        self.c = step(self.c, batch.c_step);
+        self
+    }
+}
+
+/// `count` products that differ only in where B and C start: product `i`
+/// reads B at `b + i·b_step` and writes C at `c + i·c_step` (elements).
+#[derive(Clone, Copy)]
+struct Batch {
+    count: usize,
+    b_step: isize,
+    c_step: isize,
+}
+
+impl Batch {
+    const ONE: Batch = Batch {
+        count: 1,
+        b_step: 0,
+        c_step: 0,
+    };
 }
 
 /// The C ABI entry generated code calls:
@@ -519,14 +594,30 @@ pub unsafe extern "C" fn varc_sgemm_packed(
 ///
 /// As [`varc_sgemm`] (a packed B must be live).
 unsafe fn run_raw(g: RawGemm) {
+    // SAFETY: the caller's contract.
+    unsafe { run_batch(g, Batch::ONE) }
+}
+
+/// Runs the products of `batch` ([`RawGemm::image`]), each split into the
+/// same row or column blocks on the current pool when the work is large;
+/// a task runs its block of every product.
+///
+/// # Safety
+///
+/// As [`varc_sgemm`] for every product of the batch (a packed B must be
+/// live), and C of distinct products must not overlap A or B of any.
+unsafe fn run_batch(g: RawGemm, batch: Batch) {
     let tile = match g.b {
         // SAFETY: the caller passes a live PackedB.
         RawB::Packed(p) => unsafe { &*(p as *const PackedB) }.isa().tile(),
-        RawB::Strided { .. } => Isa::detect().tile(),
+        RawB::Strided { .. } | RawB::Im2col(_) => Isa::detect().tile(),
     };
+    let work = [g.m, g.n, g.k, batch.count]
+        .iter()
+        .fold(1usize, |w, &x| w.saturating_mul(x));
     let pool = crate::pool::current()
-        .filter(|_| g.m.saturating_mul(g.n).saturating_mul(g.k) >= PAR_MIN_WORK)
-        .filter(|_| injective(g.m, g.n, g.rs_c, g.cs_c));
+        .filter(|_| work >= PAR_MIN_WORK)
+        .filter(|_| injective_axes(&[(g.m, g.rs_c), (g.n, g.cs_c), (batch.count, batch.c_step)]));
     // Cut the axis with more tiles: column blocks share A (small when m
     // is small) and halve the B each task streams.
     let (row_units, col_units) = (g.m.div_ceil(tile.mr), g.n.div_ceil(tile.group()));
@@ -540,26 +631,32 @@ unsafe fn run_raw(g: RawGemm) {
         .as_ref()
         .map_or(1, |p| crate::pool::range_count(outer, p.threads(), align));
     let (Some(pool), true) = (pool, tasks > 1) else {
-        // SAFETY: the caller's contract.
-        unsafe { run_part(g, 0, g.m, 0, g.n) };
+        for i in 0..batch.count {
+            // SAFETY: the caller's contract, product `i`.
+            unsafe { run_part(g.image(&batch, i), 0, g.m, 0, g.n) };
+        }
         return;
     };
     pool.run(
         tasks,
         std::sync::Arc::new(move |t| {
             let (lo, hi) = crate::pool::range(outer, tasks, align, t);
-            // SAFETY: the part is a block of rows (columns) of the
-            // caller's product, inside its views. Tasks write disjoint
-            // elements of C (distinct `(r, c)` are distinct elements by
-            // the caller's contract, checked by `injective` above) through
-            // raw pointers only; A and B are only read. The caller's
-            // pointers outlive `pool.run`, which returns only when every
-            // task has finished.
-            unsafe {
-                if by_rows {
-                    run_part(g, lo, hi, 0, g.n)
-                } else {
-                    run_part(g, 0, g.m, lo, hi)
+            for i in 0..batch.count {
+                let g = g.image(&batch, i);
+                // SAFETY: the part is a block of rows (columns) of the
+                // caller's product `i`, inside its views. Tasks write
+                // disjoint elements of C (distinct `(i, r, c)` are distinct
+                // elements by the caller's contract, checked by
+                // `injective_axes` above) through raw pointers only; A and
+                // B are only read. The caller's pointers outlive
+                // `pool.run`, which returns only when every task has
+                // finished.
+                unsafe {
+                    if by_rows {
+                        run_part(g, lo, hi, 0, g.n)
+                    } else {
+                        run_part(g, 0, g.m, lo, hi)
+                    }
                 }
             }
         }),
@@ -639,6 +736,26 @@ unsafe fn run_part(g: RawGemm, i0: usize, i1: usize, j0: usize, j1: usize) {
                 c,
                 g.accumulate,
             );
+        }
+        RawB::Im2col(x) => {
+            // SAFETY: the caller guarantees the image's elements lie in one
+            // live allocation, not written during the call.
+            let image = unsafe { x.view() };
+            let isa = Isa::detect();
+            let bl = Blocking::for_shape(isa, g.m, g.n, k);
+            image.with_padded(j0, n, |src, j0| {
+                blocks::gemm(
+                    isa.tile(),
+                    &bl,
+                    m,
+                    n,
+                    k,
+                    &a,
+                    blocks::BSrc::Im2col { src, j0 },
+                    c,
+                    g.accumulate,
+                )
+            });
         }
         RawB::Packed(p) => {
             // SAFETY: the caller passes a live PackedB.

@@ -3,9 +3,11 @@
 //! (`[p][j]`), zero-padded past the matrix edge so that every tile reads
 //! whole slivers. Contiguous rows or columns are copied as slices. Packed
 //! blocks live in 64-byte aligned storage ([`AlignedBuf`]) so that vector
-//! loads never straddle cache lines.
+//! loads never straddle cache lines. A convolution's B is packed from the
+//! image itself ([`pack_b_im2col`]).
 
 use super::MatRef;
+use super::conv::Im2col;
 
 fn at(x: &MatRef, r: usize, c: usize) -> usize {
     (x.offset as isize + r as isize * x.rs + c as isize * x.cs) as usize
@@ -192,6 +194,255 @@ pub(super) fn pack_b(
             } else {
                 for p in 0..kc {
                     d[p * nr + jj] = b.data[at(b, p0 + p, j)];
+                }
+            }
+        }
+    }
+}
+
+/// The outputs `o` in `lo..hi` (within `0..outs`) whose input coordinate
+/// `o·stride + base` lies in `0..len`.
+fn inside(base: isize, stride: usize, len: usize, outs: usize) -> (usize, usize) {
+    let s = stride as isize;
+    let lo = if base >= 0 { 0 } else { (-base + s - 1) / s };
+    let room = len as isize - base;
+    let hi = if room <= 0 { 0 } else { (room + s - 1) / s };
+    let hi = (hi as usize).min(outs);
+    ((lo as usize).min(hi), hi)
+}
+
+/// A run of `seg.len()` points of one output row reading a contiguous
+/// image row from `x[first..]`, of which points `keep_lo..keep_hi` lie
+/// inside the image: for runs of 8, 16 or 32 points whose window lies in
+/// `x`, copied as one fixed-size move and the points outside the image
+/// zeroed by a fixed-width select (variable-length copies and fills would
+/// each cost a call for a handful of floats). `false` (nothing written)
+/// otherwise.
+fn window(seg: &mut [f32], x: &[f32], first: isize, keep_lo: usize, keep_hi: usize) -> bool {
+    fn fixed<const N: usize>(d: &mut [f32], x: &[f32], first: usize, lo: usize, hi: usize) -> bool {
+        let (Ok(d), Some(Ok(src))) = (
+            <&mut [f32; N]>::try_from(d),
+            x.get(first..first.wrapping_add(N))
+                .map(<&[f32; N]>::try_from),
+        ) else {
+            return false;
+        };
+        if lo == 0 && hi >= N {
+            *d = *src;
+            return true;
+        }
+        // Branch-free in 32-bit lanes, so that it vectorises.
+        let lo = lo.min(N) as u32;
+        let width = hi.min(N).saturating_sub(lo as usize) as u32;
+        for (j, (v, s)) in d.iter_mut().zip(src).enumerate() {
+            let keep = ((j as u32).wrapping_sub(lo) < width) as u32;
+            *v = f32::from_bits(s.to_bits() & keep.wrapping_neg());
+        }
+        true
+    }
+    let Ok(first) = usize::try_from(first) else {
+        return false;
+    };
+    match seg.len() {
+        32 => fixed::<32>(seg, x, first, keep_lo, keep_hi),
+        16 => fixed::<16>(seg, x, first, keep_lo, keep_hi),
+        8 => fixed::<8>(seg, x, first, keep_lo, keep_hi),
+        _ => false,
+    }
+}
+
+/// One row of the im2col matrix, a tap `(c, kh, kw)`: its points read
+/// `x[plane + iy·hs + ix·ws]` with `iy = oh·sh + by`, `ix = ow·sw + bx`,
+/// and `ix` lies in the image for `ow` in `lo..hi`.
+#[derive(Clone, Copy, Default)]
+struct Tap {
+    plane: isize,
+    by: isize,
+    bx: isize,
+    lo: usize,
+    hi: usize,
+}
+
+/// Rows whose taps are worked out at once (bounds a stack table).
+const TAPS: usize = 64;
+
+/// Packs rows `p0..p0+kc`, columns (points) `j0..j0+cols` of the im2col
+/// matrix `src` into `dst`, laid out as [`pack_b`] lays out a strided B:
+/// `dst.len() / (kc·nr)` slivers of `kc × nr`, columns past `cols` zero.
+///
+/// Row `r` is one tap `(c, kh, kw)`: within one output row `oh` its points
+/// read one input row (or none, in the padding), and with unit stride
+/// along `w` a contiguous run of it, zero-bordered where the tap reaches
+/// past the image. Slivers are written one after another (sequential
+/// stores); the taps of a few rows read nearby image rows, which stay in
+/// cache.
+pub(super) fn pack_b_im2col(
+    dst: &mut [f32],
+    src: &Im2col,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    cols: usize,
+    nr: usize,
+) {
+    let slivers = dst.len() / (kc * nr);
+    assert!(slivers * nr >= cols, "pack_b_im2col: destination too small");
+    if src.inside() && src.shape.stride_w == 1 && src.strides[2] == 1 {
+        return pack_inside(dst, src, p0, kc, j0, cols, nr);
+    }
+    let z = &src.shape;
+    let (kh_n, kw_n) = (z.kernel_h, z.kernel_w);
+    let [cs, _, _] = src.strides;
+    let mut taps = [Tap::default(); TAPS];
+    for pt in (0..kc).step_by(TAPS) {
+        let rows = TAPS.min(kc - pt);
+        for (i, t) in taps[..rows].iter_mut().enumerate() {
+            let r = p0 + pt + i;
+            let (c, kh, kw) = (r / (kh_n * kw_n), r / kw_n % kh_n, r % kw_n);
+            let bx = (kw * z.dilation_w) as isize - z.pad_w as isize;
+            let (lo, hi) = inside(bx, z.stride_w, z.in_w, z.out_w);
+            *t = Tap {
+                plane: src.offset as isize + c as isize * cs,
+                by: (kh * z.dilation_h) as isize - z.pad_h as isize,
+                bx,
+                lo,
+                hi,
+            };
+        }
+        let (mut oh, mut ow) = (j0 / z.out_w, j0 % z.out_w);
+        for s in 0..slivers {
+            let valid = nr.min(cols.saturating_sub(s * nr));
+            for (i, t) in taps[..rows].iter().enumerate() {
+                let p = pt + i;
+                let d = &mut dst[(s * kc + p) * nr..(s * kc + p + 1) * nr];
+                tap_row(d, src, t, valid, oh, ow);
+            }
+            ow += valid;
+            oh += ow / z.out_w;
+            ow %= z.out_w;
+        }
+    }
+}
+
+/// One sliver row: the `valid` points from `(oh, ow)` on of tap `t`, then
+/// zeros.
+fn tap_row(d: &mut [f32], src: &Im2col, t: &Tap, valid: usize, mut oh: usize, mut ow: usize) {
+    let z = &src.shape;
+    let [_, hs, ws] = src.strides;
+    let x = src.x;
+    let contiguous = z.stride_w == 1 && ws == 1;
+    let mut q = 0;
+    while q < valid {
+        let len = (z.out_w - ow).min(valid - q);
+        let seg = &mut d[q..q + len];
+        let iy = (oh * z.stride_h) as isize + t.by;
+        if iy < 0 || iy >= z.in_h as isize {
+            seg.fill(0.0);
+        } else {
+            let row = t.plane + iy * hs;
+            let (keep_lo, keep_hi) = (t.lo.saturating_sub(ow), t.hi - ow.min(t.hi));
+            let fast = contiguous && window(seg, x, row + ow as isize + t.bx, keep_lo, keep_hi);
+            if !fast {
+                // Points `a..b` of the run read the image.
+                let (a, b) = (t.lo.clamp(ow, ow + len), t.hi.clamp(ow, ow + len));
+                let (head, rest) = seg.split_at_mut(a - ow);
+                let (mid, tail) = rest.split_at_mut(b - a);
+                head.fill(0.0);
+                tail.fill(0.0);
+                if a < b {
+                    let first = row + ((a * z.stride_w) as isize + t.bx) * ws;
+                    if contiguous {
+                        mid.copy_from_slice(&x[first as usize..][..mid.len()]);
+                    } else {
+                        let step = z.stride_w as isize * ws;
+                        for (i, d) in mid.iter_mut().enumerate() {
+                            *d = x[(first + i as isize * step) as usize];
+                        }
+                    }
+                }
+            }
+        }
+        q += len;
+        ow += len;
+        if ow == z.out_w {
+            ow = 0;
+            oh += 1;
+        }
+    }
+    if valid < d.len() {
+        d[valid..].fill(0.0);
+    }
+}
+
+/// Most runs of one output row a sliver holds (`nr ≤ 64` points, split
+/// where output rows end).
+const RUNS: usize = 66;
+
+/// [`pack_b_im2col`] when every tap reads inside the image (no padding
+/// reached: [`Im2col::inside`]) with unit stride along `w`: each run of a
+/// sliver row within one output row is a plain copy of an image row, at an
+/// offset that is the tap's plus the run's. The runs of a sliver are
+/// worked out once for all its rows.
+fn pack_inside(
+    dst: &mut [f32],
+    src: &Im2col,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    cols: usize,
+    nr: usize,
+) {
+    assert!(nr + 2 <= RUNS, "pack_b_im2col: sliver too wide");
+    let slivers = dst.len() / (kc * nr);
+    let z = &src.shape;
+    let (kh_n, kw_n) = (z.kernel_h, z.kernel_w);
+    let [cs, hs, _] = src.strides;
+    let mut taps = [0isize; TAPS];
+    // (first point in the sliver, length, offset of its first input).
+    let mut runs = [(0usize, 0usize, 0isize); RUNS];
+    for pt in (0..kc).step_by(TAPS) {
+        let rows = TAPS.min(kc - pt);
+        for (i, t) in taps[..rows].iter_mut().enumerate() {
+            let r = p0 + pt + i;
+            let (c, kh, kw) = (r / (kh_n * kw_n), r / kw_n % kh_n, r % kw_n);
+            *t = src.offset as isize
+                + c as isize * cs
+                + (kh * z.dilation_h) as isize * hs
+                + (kw * z.dilation_w) as isize;
+        }
+        let (mut oh, mut ow) = (j0 / z.out_w, j0 % z.out_w);
+        for s in 0..slivers {
+            let valid = nr.min(cols.saturating_sub(s * nr));
+            let mut count = 0;
+            let mut q = 0;
+            while q < valid {
+                let len = (z.out_w - ow).min(valid - q);
+                runs[count] = (q, len, (oh * z.stride_h) as isize * hs + ow as isize);
+                count += 1;
+                q += len;
+                ow += len;
+                if ow == z.out_w {
+                    ow = 0;
+                    oh += 1;
+                }
+            }
+            for (i, &t) in taps[..rows].iter().enumerate() {
+                let p = pt + i;
+                let d = &mut dst[(s * kc + p) * nr..(s * kc + p + 1) * nr];
+                for &(q, len, off) in &runs[..count] {
+                    let from = &src.x[(t + off) as usize..][..len];
+                    let to = &mut d[q..q + len];
+                    // Fixed-size moves for the common lengths (a call to
+                    // memcpy per run would cost more than the copy).
+                    match len {
+                        32 => copy_n::<32>(to, from),
+                        16 => copy_n::<16>(to, from),
+                        8 => copy_n::<8>(to, from),
+                        _ => to.copy_from_slice(from),
+                    }
+                }
+                if valid < nr {
+                    d[valid..].fill(0.0);
                 }
             }
         }

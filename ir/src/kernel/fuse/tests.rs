@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::kernel::eval::run_program;
-use crate::kernel::{Affine, AttentionCall, Buffer, Guard, Operand4, print::kernel_to_text};
+use crate::kernel::{
+    Affine, AttentionCall, Buffer, Guard, Library, Operand4, print::kernel_to_text,
+};
 use crate::tensor::Tensor;
 
 struct B {

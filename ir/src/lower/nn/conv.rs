@@ -10,7 +10,9 @@
 //!   input (a plain strided copy, no guard on the innermost axis, so it
 //!   vectorises) and the border points (zeros). Large outputs are cut into
 //!   chunks along the first spatial axis so the temp stays small.
-//! * **direct** (everything else, and tiny convolutions): one kernel over
+//! * **direct** (everything else, and tiny convolutions; and, with
+//!   `LowerOptions::conv_library`, every 2-D f32 convolution of one group,
+//!   its kernel tagged `Library::Conv` unless tiny): one kernel over
 //!   `[N, M, O…]` (or `[N, G, M/G, O…]` with groups, so the input channel
 //!   `g·C/G + ci` stays affine) reducing over the input channels of the
 //!   group and the kernel taps. Padding is a guard on each spatial input
@@ -19,7 +21,9 @@
 use super::{acc_type, cast, guarded, lin, narrow, out, red, shape_of, split_axis};
 use crate::dtype::DType;
 use crate::graph::TypeInfo;
-use crate::kernel::{Access, Affine, BinaryFn, Expr, Guard, ReduceFn, Var};
+use crate::kernel::{
+    Access, Affine, BinaryFn, ConvCall, Expr, Guard, Library, Operand4, ReduceFn, Var,
+};
 use crate::lower::{Cx, View, input};
 use crate::op::{AutoPad, Window};
 
@@ -189,7 +193,9 @@ pub(super) fn conv(
     let taps: usize = kernel.iter().product();
     let points: usize = g.out.iter().product();
     let padded = g.pad_begin.iter().chain(&g.pad_end).any(|&p| p > 0);
-    if x.dtype == DType::F32 && (taps > 1 || padded) && mg * points * cg * taps >= IM2COL_MIN_WORK {
+    let big = mg * points * cg * taps >= IM2COL_MIN_WORK;
+    let library = cx.opts.conv_library && x.dtype == DType::F32 && group == 1 && spatial.len() == 2;
+    if x.dtype == DType::F32 && (taps > 1 || padded) && big && !library {
         return im2col(cx, x, w, bias, &shape, &g, group);
     }
     // Domain axes: n, [g,] co-in-group, spatial outputs.
@@ -235,7 +241,56 @@ pub(super) fn conv(
         y.clone()
     };
     cx.emit(&store, cast(value, acc, x.dtype));
+    if library && big {
+        let call = conv_call(x, w, &y, &g);
+        if let Some(k) = cx.program.kernels.last_mut() {
+            k.library = Some(Library::Conv(call));
+        }
+    }
     Ok(y)
+}
+
+/// The library call the direct kernel of a 2-D f32 convolution computes
+/// (its `Reduce`). Strides of extent-1 axes of W and Y are set to what
+/// flattening asks (they address nothing), so that contiguous tensors of
+/// any shape pass the call's check.
+fn conv_call(x: &View, w: &View, y: &View, g: &Geometry) -> ConvCall {
+    let op = |v: &View| Operand4 {
+        buf: v.buf,
+        offset: v.offset,
+        strides: [v.strides[0], v.strides[1], v.strides[2], v.strides[3]],
+    };
+    let (xo, mut wo, mut yo) = (op(x), op(w), op(y));
+    let (kh, kw) = (g.kernel[0] as i64, g.kernel[1] as i64);
+    if kw == 1 {
+        wo.strides[3] = 1;
+    }
+    if kh == 1 {
+        wo.strides[2] = kw * wo.strides[3];
+    }
+    if w.shape[1] == 1 {
+        wo.strides[1] = kh * wo.strides[2];
+    }
+    if y.shape[3] == 1 {
+        yo.strides[3] = 1;
+    }
+    if y.shape[2] == 1 {
+        yo.strides[2] = y.shape[3] as i64 * yo.strides[3];
+    }
+    ConvCall {
+        x: xo,
+        w: wo,
+        out: yo,
+        batch: x.shape[0],
+        in_channels: x.shape[1],
+        out_channels: w.shape[0],
+        in_size: [x.shape[2], x.shape[3]],
+        out_size: [g.out[0], g.out[1]],
+        kernel: [g.kernel[0], g.kernel[1]],
+        strides: [g.strides[0], g.strides[1]],
+        dilations: [g.dilations[0], g.dilations[1]],
+        pads: [g.pad_begin[0], g.pad_begin[1]],
+    }
 }
 
 /// Smallest `M/G · P · C/G · K` (multiply-adds per image and group) lowered
@@ -408,3 +463,6 @@ fn im2col_copy(cx: &mut Cx, x: &View, col: &View, g: &Geometry, start: usize, le
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

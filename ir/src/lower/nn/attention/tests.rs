@@ -111,6 +111,7 @@ impl Case {
         let inferred = infer_types(&mut g, &Default::default(), &NoFold).unwrap();
         let opts = LowerOptions {
             fused_attention: fused,
+            ..Default::default()
         };
         (lower_with(&g, &inferred.consts, &opts).unwrap(), feeds)
     }

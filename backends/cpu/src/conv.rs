@@ -1,0 +1,163 @@
+//! Kernels tagged [`Library::Conv`] through the runtime's implicit-GEMM
+//! convolution microkernel (host JIT only; objects for other targets
+//! lower convolutions through im2col and never see the tag).
+//!
+//! The tag describes the kernel's single `Reduce` (the convolution sum).
+//! The function fills a `varc_runtime::ukernel::conv::ConvArgs` block in a
+//! stack slot — base addresses from the buffer table plus the tag's
+//! element offsets, strides and sizes as constants — calls `varc_conv2d`,
+//! which writes the sum into the output, then runs the rest of the value
+//! (a bias, say) as an epilogue loop over the output in place, as the
+//! sgemm path does. The tag was checked against the kernel
+//! (`kernel::library::check`): every element the call touches is inside
+//! its buffer. The call splits its own work across the current thread
+//! pool, so the function has no split axis.
+
+use crate::expr::{Em, R};
+use crate::gemm::replace_reduce;
+use cranelift_codegen::ir::{
+    AbiParam, ExtFuncData, ExternalName, InstBuilder, Signature, StackSlotData, StackSlotKind,
+    UserExternalName, types,
+};
+use cranelift_codegen::isa::CallConv;
+use varc_ir::kernel::{ConvCall, Expr, Kernel, Library, ReduceFn};
+use varc_runtime::ukernel::conv::conv_args_layout as cl;
+
+/// The symbol generated code calls (`varc_runtime::ukernel::varc_conv2d`).
+pub const CONV_SYMBOL: &str = "varc_conv2d";
+
+/// `fn(args: *const ConvArgs)`.
+pub fn conv_signature(cc: CallConv) -> Signature {
+    let mut sig = Signature::new(cc);
+    sig.params.push(AbiParam::new(types::I64));
+    sig
+}
+
+/// A kernel tagged with a convolution call, as the function runs it.
+pub struct ConvKernel<'a> {
+    pub call: &'a ConvCall,
+    /// The rest of the value over the domain, reading the sum in place
+    /// (`None`: the value is the sum).
+    pub epilogue: Option<Kernel>,
+}
+
+/// `k`'s convolution call, when it is tagged with one and its value holds
+/// exactly one `Reduce(Sum)` (the sum the call computes).
+pub fn tagged(k: &Kernel) -> Option<ConvKernel<'_>> {
+    let Some(Library::Conv(call)) = &k.library else {
+        return None;
+    };
+    let mut sums = 0;
+    let mut others = 0;
+    k.value.visit(&mut |e| {
+        if let Expr::Reduce { op, .. } = e {
+            if *op == ReduceFn::Sum {
+                sums += 1;
+            } else {
+                others += 1;
+            }
+        }
+    });
+    if (sums, others) != (1, 0) {
+        return None;
+    }
+    let st = &k.store;
+    let c_load = Expr::load(st.buf, st.index.clone());
+    let rest = replace_reduce(&k.value, &c_load);
+    let epilogue = (rest != c_load).then(|| Kernel {
+        name: k.name.clone(),
+        domain: k.domain.clone(),
+        store: st.clone(),
+        value: rest,
+        library: None,
+    });
+    Some(ConvKernel { call, epilogue })
+}
+
+/// Multiply-adds of the call, saturating.
+pub fn work(c: &ConvCall) -> u64 {
+    [
+        c.batch,
+        c.out_channels,
+        c.out_size[0],
+        c.out_size[1],
+        c.in_channels,
+        c.kernel[0],
+        c.kernel[1],
+    ]
+    .iter()
+    .fold(1u64, |w, &n| w.saturating_mul(n as u64))
+}
+
+impl Em<'_, '_> {
+    /// One `varc_conv2d` call for `c` (imported as external name `import`).
+    pub fn conv_call(&mut self, c: &ConvCall, import: u32) -> R<()> {
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            cl::TOTAL as u32,
+            3,
+        ));
+        let put_int = |em: &mut Self, x: i64, off: usize| {
+            let v = em.b.ins().iconst(types::I64, x);
+            em.b.ins().stack_store(types::I64, v, slot, off as i32);
+        };
+        for (i, (_, op, _)) in c.operands().iter().enumerate() {
+            let base = *self.bases.get(&op.buf.0).ok_or_else(|| {
+                format!(
+                    "conv operand in buffer {} the kernel does not touch",
+                    op.buf.0
+                )
+            })?;
+            let bytes = op
+                .offset
+                .checked_mul(4)
+                .ok_or("conv operand offset overflows")?;
+            let ptr = self.b.ins().iadd_imm_s(base, bytes);
+            self.b
+                .ins()
+                .stack_store(types::I64, ptr, slot, (cl::POINTERS + 8 * i) as i32);
+            for (x, &s) in op.strides.iter().enumerate() {
+                put_int(self, s, cl::STRIDES + 32 * i + 8 * x);
+            }
+        }
+        let sizes = [
+            c.batch,
+            c.in_channels,
+            c.out_channels,
+            c.in_size[0],
+            c.in_size[1],
+            c.out_size[0],
+            c.out_size[1],
+            c.kernel[0],
+            c.kernel[1],
+            c.strides[0],
+            c.strides[1],
+            c.dilations[0],
+            c.dilations[1],
+            c.pads[0],
+            c.pads[1],
+        ];
+        for (x, &n) in sizes.iter().enumerate() {
+            let n = i64::try_from(n).map_err(|_| format!("conv size {n} does not fit i64"))?;
+            put_int(self, n, cl::SIZES + 8 * x);
+        }
+        let cc = self.b.func.signature.call_conv;
+        let name = self
+            .b
+            .func
+            .declare_imported_user_function(UserExternalName::new(0, import));
+        let signature = self.b.import_signature(conv_signature(cc));
+        let f = self.b.import_function(ExtFuncData {
+            name: ExternalName::user(name),
+            signature,
+            colocated: false,
+            patchable: false,
+        });
+        let addr = self.b.ins().stack_addr(types::I64, slot, 0);
+        self.b.ins().call(f, &[addr]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

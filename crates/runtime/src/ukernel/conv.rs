@@ -1,0 +1,577 @@
+//! 2-D convolution as an implicit GEMM (group 1, zero padding):
+//!
+//! `y[n, m, oh, ow] = Σ_{c, kh, kw} w[m, c, kh, kw] · x[n, c, oh·sh + kh·dh − ph, ow·sw + kw·dw − pw]`
+//!
+//! Per image it is the product `C = A·B` with `A = W` as an `M × K` matrix
+//! (`K = C·KH·KW`, depth index `r = (c·KH + kh)·KW + kw`), `B` the im2col
+//! matrix (`K × OH·OW`, point `p = oh·OW + ow`) and `C[m, p] = y[n, m, p]`.
+//! The im2col matrix never exists: the block loops of [`super::blocks`]
+//! pack each B panel straight from the image ([`super::pack::pack_b_im2col`],
+//! the same sliver layout as a packed strided B), so a panel costs one pass
+//! over the (cache-resident) image rows it needs instead of a copy to
+//! memory and a pack. Where taps reach the padding (or x's rows are
+//! strided), a product first copies the image rows its points reach into
+//! a zero-padded, contiguous scratch ([`Im2col::with_padded`]; about the
+//! image's size, `KH·KW` times smaller than the im2col matrix), so that
+//! every sliver row is plain copies of image rows. With the same depth
+//! blocks and tiles, every output
+//! is the very FMA chain `varc_sgemm` computes on the materialised im2col
+//! matrix: results are bit-identical to that path and across thread
+//! counts.
+
+use super::blocks::{self, BSrc, Blocking, CView};
+use super::{Batch, COut, Isa, MatRef, RawB, RawGemm, injective_axes, run_batch};
+use crate::ukernel::attention::span4;
+use std::cell::RefCell;
+
+/// The extents and geometry of a convolution: x `[batch, in_channels,
+/// in_h, in_w]`, w `[out_channels, in_channels, kernel_h, kernel_w]`, y
+/// `[batch, out_channels, out_h, out_w]`. The pads at the end are implied
+/// by `out_h`, `out_w`: taps past the image are zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
+}
+
+impl ConvShape {
+    /// Depth of the product, `in_channels·kernel_h·kernel_w`.
+    pub fn k(&self) -> usize {
+        self.in_channels
+            .saturating_mul(self.kernel_h)
+            .saturating_mul(self.kernel_w)
+    }
+
+    /// Output points per image, `out_h·out_w`.
+    pub fn points(&self) -> usize {
+        self.out_h.saturating_mul(self.out_w)
+    }
+
+    /// Some extent is 0 (the convolution writes nothing).
+    fn empty(&self) -> bool {
+        [
+            self.batch,
+            self.in_channels,
+            self.out_channels,
+            self.in_h,
+            self.in_w,
+            self.out_h,
+            self.out_w,
+            self.kernel_h,
+            self.kernel_w,
+        ]
+        .contains(&0)
+    }
+
+    /// Checks strides and dilations are at least 1 and that the products
+    /// and input coordinates the packing computes fit in `isize`.
+    pub fn check(&self) -> Result<(), String> {
+        let z = self;
+        if [z.stride_h, z.stride_w, z.dilation_h, z.dilation_w].contains(&0) {
+            return Err(format!("conv2d: zero stride or dilation in {z:?}"));
+        }
+        // The farthest input coordinate a tap reaches, and how far before
+        // the image it starts: both must fit (with room) in an isize.
+        let reach = |out: usize, s: usize, kernel: usize, d: usize, pad: usize, inn: usize| {
+            let far = (out.max(1) - 1)
+                .checked_mul(s)?
+                .checked_add((kernel.max(1) - 1).checked_mul(d)?)?;
+            let lim = isize::MAX as usize / 4;
+            (far <= lim && pad <= lim && inn <= lim).then_some(())
+        };
+        let ok = z
+            .in_channels
+            .checked_mul(z.kernel_h)
+            .and_then(|t| t.checked_mul(z.kernel_w));
+        let pts = z.out_h.checked_mul(z.out_w);
+        if ok.is_none()
+            || pts.is_none()
+            || reach(
+                z.out_h,
+                z.stride_h,
+                z.kernel_h,
+                z.dilation_h,
+                z.pad_h,
+                z.in_h,
+            )
+            .is_none()
+            || reach(
+                z.out_w,
+                z.stride_w,
+                z.kernel_w,
+                z.dilation_w,
+                z.pad_w,
+                z.in_w,
+            )
+            .is_none()
+        {
+            return Err(format!("conv2d: sizes overflow in {z:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// The im2col matrix of one image, read from the image: `B[r, p]` with
+/// `r = (c·KH + kh)·KW + kw`, `p = oh·OW + ow` is `x[c, oh·sh + kh·dh − ph,
+/// ow·sw + kw·dw − pw]`, 0 where that lies outside the image. `x[c, h, w]`
+/// is `x[offset + c·strides[0] + h·strides[1] + w·strides[2]]`; reads are
+/// bounds-checked.
+pub(super) struct Im2col<'a> {
+    pub x: &'a [f32],
+    pub offset: usize,
+    pub strides: [isize; 3],
+    /// Passed [`ConvShape::check`].
+    pub shape: ConvShape,
+}
+
+impl Im2col<'_> {
+    /// Every tap of every output point lies inside the image (no padding
+    /// reached).
+    pub(super) fn inside(&self) -> bool {
+        let z = &self.shape;
+        z.pad_h == 0
+            && z.pad_w == 0
+            && reach(z.out_h, z.stride_h, z.kernel_h, z.dilation_h) <= z.in_h
+            && reach(z.out_w, z.stride_w, z.kernel_w, z.dilation_w) <= z.in_w
+    }
+
+    /// Runs `f(image, j0')` for the product's points `j0..j0 + n`: on this
+    /// image (`j0' = j0`), or, when packing from that is cheaper, on a copy
+    /// of the rows those points reach, zero-padded to every tap's reach
+    /// so that the taps are [`Im2col::inside`] and rows contiguous (the
+    /// copy's output rows start at the first the points touch, `j0'` is
+    /// `j0` in them). The copy is about the image's size (`KH·KW` times
+    /// smaller than the im2col matrix) and spares the packing its
+    /// bounds and zero borders on each of the `KH·KW` passes over the
+    /// image.
+    pub(super) fn with_padded<R>(
+        &self,
+        j0: usize,
+        n: usize,
+        f: impl FnOnce(&Im2col, usize) -> R,
+    ) -> R {
+        let z = &self.shape;
+        let worth = z.stride_w == 1
+            && z.kernel_h * z.kernel_w > 1
+            && n > 0
+            && !(self.inside() && self.strides[2] == 1);
+        let (oh0, oh1) = (
+            j0 / z.out_w.max(1),
+            (j0 + n.max(1) - 1) / z.out_w.max(1) + 1,
+        );
+        let rows = reach(oh1 - oh0, z.stride_h, z.kernel_h, z.dilation_h);
+        let cols = reach(z.out_w, z.stride_w, z.kernel_w, z.dilation_w);
+        let size = z.in_channels.saturating_mul(rows).saturating_mul(cols);
+        let image = z.in_channels.saturating_mul(z.in_h).saturating_mul(z.in_w);
+        if !worth || size > PAD_MAX || size > 4 * image + (1 << 16) {
+            return f(self, j0);
+        }
+        PADDED.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            buf.clear();
+            buf.reserve(size);
+            let [cs, hs, ws] = self.strides;
+            // Input columns `lo..hi` of a padded row lie in the image.
+            let lo = z.pad_w.min(cols);
+            let hi = (z.pad_w + z.in_w).clamp(lo, cols);
+            for c in 0..z.in_channels {
+                for yy in 0..rows {
+                    let iy = (oh0 * z.stride_h + yy) as isize - z.pad_h as isize;
+                    let at = buf.len();
+                    if iy < 0 || iy >= z.in_h as isize || lo == hi {
+                        buf.resize(at + cols, 0.0);
+                        continue;
+                    }
+                    buf.resize(at + lo, 0.0);
+                    let first = self.offset as isize + c as isize * cs + iy * hs;
+                    if ws == 1 {
+                        let from = (first + (lo - z.pad_w) as isize) as usize;
+                        buf.extend_from_slice(&self.x[from..][..hi - lo]);
+                    } else {
+                        buf.extend(
+                            (lo..hi)
+                                .map(|xx| self.x[(first + (xx - z.pad_w) as isize * ws) as usize]),
+                        );
+                    }
+                    buf.resize(at + cols, 0.0);
+                }
+            }
+            let padded = Im2col {
+                x: &buf,
+                offset: 0,
+                strides: [(rows * cols) as isize, cols as isize, 1],
+                shape: ConvShape {
+                    in_h: rows,
+                    in_w: cols,
+                    out_h: oh1 - oh0,
+                    pad_h: 0,
+                    pad_w: 0,
+                    ..*z
+                },
+            };
+            f(&padded, j0 - oh0 * z.out_w)
+        })
+    }
+}
+
+/// Input rows (columns) `out` outputs reach: `(out − 1)·s + (k − 1)·d + 1`
+/// (sizes that passed [`ConvShape::check`]).
+fn reach(out: usize, s: usize, k: usize, d: usize) -> usize {
+    (out.max(1) - 1) * s + (k.max(1) - 1) * d + 1
+}
+
+/// Largest padded image copy (floats); larger ones are packed in place.
+const PAD_MAX: usize = 1 << 24;
+
+thread_local! {
+    /// The padded image copy of [`Im2col::with_padded`], kept between
+    /// calls.
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An image as the C ABI entry receives it (see [`Im2col`]).
+#[derive(Clone, Copy)]
+pub(super) struct RawIm2col {
+    pub ptr: usize,
+    pub strides: [isize; 3],
+    pub shape: ConvShape,
+}
+
+impl RawIm2col {
+    /// The image over a slice covering its elements.
+    ///
+    /// # Safety
+    ///
+    /// Every element `[c, h, w]` of the `in_channels × in_h × in_w` view
+    /// lies in one live allocation of f32s that is not written while the
+    /// result lives.
+    pub(super) unsafe fn view<'a>(&self) -> Im2col<'a> {
+        let z = &self.shape;
+        let ext = [1, z.in_channels, z.in_h, z.in_w];
+        let [cs, hs, ws] = self.strides;
+        let (x, offset) = match span4(ext, [0, cs, hs, ws]) {
+            // SAFETY: the caller guarantees the view's elements are in one
+            // allocation; `lo..=hi` are the lowest and highest it touches.
+            Some((lo, hi)) => unsafe {
+                let p = (self.ptr as *const f32).offset(lo);
+                (
+                    std::slice::from_raw_parts(p, (hi - lo + 1) as usize),
+                    (-lo) as usize,
+                )
+            },
+            // Empty (or unaddressable) views read nothing: every access
+            // fails the bounds check instead.
+            None => (&[][..], 0),
+        };
+        Im2col {
+            x,
+            offset,
+            strides: self.strides,
+            shape: self.shape,
+        }
+    }
+}
+
+/// A read-only 4-D f32 tensor: element `[a, b, c, d]` is
+/// `data[offset + Σ strides[i]·index[i]]` (strides of any sign).
+#[derive(Clone, Copy, Debug)]
+pub struct Tensor<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub strides: [isize; 4],
+}
+
+/// A writable 4-D f32 tensor (see [`Tensor`]).
+#[derive(Debug)]
+pub struct TensorMut<'a> {
+    pub data: &'a mut [f32],
+    pub offset: usize,
+    pub strides: [isize; 4],
+}
+
+/// The stride of consecutive indices of the row-major flattening of axes
+/// `(extent, stride)`, when the axes flatten to one strided axis. Axes of
+/// extent 1 are never stepped, so their strides do not matter.
+fn flat_stride(axes: &[(usize, isize)]) -> Option<isize> {
+    let mut unit = None;
+    let mut inner = 1usize;
+    for &(n, s) in axes.iter().rev() {
+        if n > 1 {
+            match unit {
+                None => unit = Some(s),
+                Some(u) => {
+                    if (inner as isize).checked_mul(u) != Some(s) {
+                        return None;
+                    }
+                }
+            }
+        }
+        inner = inner.checked_mul(n)?;
+    }
+    Some(unit.unwrap_or(axes.last().map_or(1, |a| a.1)))
+}
+
+/// W as the `M × K` matrix A and Y as the per-image `M × points` matrix C:
+/// `(rs_a, cs_a, rs_c, cs_c)`, or why they are not plain matrices.
+fn matrices(z: &ConvShape, w: [isize; 4], y: [isize; 4]) -> Result<[isize; 4], String> {
+    let cs_a = flat_stride(&[
+        (z.in_channels, w[1]),
+        (z.kernel_h, w[2]),
+        (z.kernel_w, w[3]),
+    ])
+    .ok_or_else(|| format!("conv2d: w strides {w:?} do not flatten (c, kh, kw)"))?;
+    let cs_c = flat_stride(&[(z.out_h, y[2]), (z.out_w, y[3])])
+        .ok_or_else(|| format!("conv2d: y strides {y:?} do not flatten (oh, ow)"))?;
+    Ok([w[0], cs_a, y[1], cs_c])
+}
+
+/// `y = conv(x, w)` (see the module) on this thread with instruction set
+/// `isa` (one of [`Isa::available`]; others fall back to the portable
+/// tile). x is `[batch, in_channels, in_h, in_w]`, w `[out_channels,
+/// in_channels, kernel_h, kernel_w]`, y `[batch, out_channels, out_h,
+/// out_w]`.
+///
+/// Panics when a tensor does not fit its slice, when w's `(c, kh, kw)` or
+/// y's `(oh, ow)` axes do not flatten to one strided axis, when two output
+/// indices are the same element, or when `shape` fails
+/// [`ConvShape::check`].
+pub fn conv2d(isa: Isa, x: Tensor, w: Tensor, y: TensorMut, shape: &ConvShape) {
+    let z = *shape;
+    if let Err(e) = z.check() {
+        panic!("{e}");
+    }
+    let xe = [z.batch, z.in_channels, z.in_h, z.in_w];
+    let we = [z.out_channels, z.in_channels, z.kernel_h, z.kernel_w];
+    let ye = [z.batch, z.out_channels, z.out_h, z.out_w];
+    for (what, t, e) in [
+        ("x", (x.data.len(), x.offset, x.strides), xe),
+        ("w", (w.data.len(), w.offset, w.strides), we),
+        ("y", (y.data.len(), y.offset, y.strides), ye),
+    ] {
+        assert!(
+            fits4(t.0, t.1, e, t.2),
+            "conv2d: {what} {e:?} lies outside its slice"
+        );
+    }
+    if z.empty() {
+        return;
+    }
+    let [rs_a, cs_a, rs_c, cs_c] = match matrices(&z, w.strides, y.strides) {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    };
+    let (m, n, k) = (z.out_channels, z.points(), z.k());
+    assert!(
+        injective_axes(&[(z.batch, y.strides[0]), (m, rs_c), (n, cs_c)]),
+        "conv2d: y's view is not injective"
+    );
+    let isa = isa.usable();
+    let bl = Blocking::for_shape(isa, m, n, k);
+    let a = MatRef {
+        data: w.data,
+        offset: w.offset,
+        rs: rs_a,
+        cs: cs_a,
+    };
+    let out = COut {
+        ptr: y.data.as_mut_ptr(),
+        len: y.data.len(),
+    };
+    // The `&mut` borrow of `y.data` outlives the loop, so `out` is the only
+    // access to y meanwhile.
+    for i in 0..z.batch {
+        let src = Im2col {
+            x: x.data,
+            offset: (x.offset as isize + i as isize * x.strides[0]) as usize,
+            strides: [x.strides[1], x.strides[2], x.strides[3]],
+            shape: z,
+        };
+        let c = CView {
+            out,
+            offset: (y.offset as isize + i as isize * y.strides[0]) as usize,
+            rs: rs_c,
+            cs: cs_c,
+        };
+        src.with_padded(0, n, |src, j0| {
+            blocks::gemm(
+                isa.tile(),
+                &bl,
+                m,
+                n,
+                k,
+                &a,
+                BSrc::Im2col { src, j0 },
+                c,
+                false,
+            )
+        });
+    }
+}
+
+fn fits4(len: usize, offset: usize, ext: [usize; 4], strides: [isize; 4]) -> bool {
+    if ext.contains(&0) {
+        return true;
+    }
+    span4(ext, strides).is_some_and(|(lo, hi)| {
+        let o = offset as isize;
+        o.checked_add(lo).is_some_and(|l| l >= 0)
+            && o.checked_add(hi).is_some_and(|h| (h as usize) < len)
+    })
+}
+
+/// Byte offsets of [`ConvArgs`] fields, for generated code.
+pub mod conv_args_layout {
+    /// x, w, y pointers: 3 × 8 bytes.
+    pub const POINTERS: usize = 0;
+    /// x, w, y element strides, 4 × i64 each, axis order `[n, c, h, w]` /
+    /// `[m, c, kh, kw]` / `[n, m, oh, ow]`.
+    pub const STRIDES: usize = 24;
+    /// 15 × i64: batch, in_channels, out_channels, in_h, in_w, out_h,
+    /// out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
+    /// dilation_w, pad_h, pad_w.
+    pub const SIZES: usize = STRIDES + 3 * 32;
+    pub const TOTAL: usize = SIZES + 15 * 8;
+}
+
+/// The argument block of [`varc_conv2d`] (layout: [`conv_args_layout`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConvArgs {
+    pub x: *const f32,
+    pub w: *const f32,
+    pub y: *mut f32,
+    pub x_strides: [i64; 4],
+    pub w_strides: [i64; 4],
+    pub y_strides: [i64; 4],
+    pub sizes: [i64; 15],
+}
+
+const _: () = assert!(std::mem::size_of::<ConvArgs>() == conv_args_layout::TOTAL);
+const _: () = assert!(std::mem::offset_of!(ConvArgs, x_strides) == conv_args_layout::STRIDES);
+const _: () = assert!(std::mem::offset_of!(ConvArgs, sizes) == conv_args_layout::SIZES);
+
+impl ConvArgs {
+    /// The shape, refusing negative sizes, strides or dilations below 1,
+    /// and sizes whose products overflow.
+    fn shape(&self) -> ConvShape {
+        let s: [usize; 15] = std::array::from_fn(|i| {
+            usize::try_from(self.sizes[i])
+                .unwrap_or_else(|_| panic!("varc_conv2d: negative size in {:?}", self.sizes))
+        });
+        let z = ConvShape {
+            batch: s[0],
+            in_channels: s[1],
+            out_channels: s[2],
+            in_h: s[3],
+            in_w: s[4],
+            out_h: s[5],
+            out_w: s[6],
+            kernel_h: s[7],
+            kernel_w: s[8],
+            stride_h: s[9],
+            stride_w: s[10],
+            dilation_h: s[11],
+            dilation_w: s[12],
+            pad_h: s[13],
+            pad_w: s[14],
+        };
+        if let Err(e) = z.check() {
+            panic!("varc_{e}");
+        }
+        z
+    }
+}
+
+fn isizes(s: [i64; 4]) -> [isize; 4] {
+    s.map(|v| isize::try_from(v).expect("varc_conv2d: stride beyond isize"))
+}
+
+/// The C ABI entry generated code calls: `y = conv(x, w)` as the module
+/// describes, with the operands, strides and sizes in `*args`. When a
+/// thread pool is current ([`crate::pool::current`]) and the work is
+/// large, the output points (or channels, when they have more tiles) are
+/// cut into blocks run as tasks, each over every image; each output is
+/// computed with the same operations as in a serial call, so the result is
+/// bit-identical for any thread count.
+///
+/// Panics (which aborts: a panic cannot unwind out of an `extern "C"`
+/// function) on a negative size, a stride or dilation below 1, sizes
+/// whose products overflow, or w / y strides that do not flatten as
+/// required below. With any size 0 the call does nothing.
+///
+/// # Safety
+///
+/// * `args` points to a valid [`ConvArgs`].
+/// * Every element of x (`[batch, in_channels, in_h, in_w]`) and w
+///   (`[out_channels, in_channels, kernel_h, kernel_w]`) over their extents
+///   lies in one live readable allocation of f32s, and every element of y
+///   (`[batch, out_channels, out_h, out_w]`) in one live writable one.
+/// * y does not overlap x or w, and distinct output indices are distinct
+///   elements.
+/// * Checked: w's `(c, kh, kw)` flatten (`w_strides[1] == KH·w_strides[2]`,
+///   `w_strides[2] == KW·w_strides[3]`, axes of extent 1 exempt) and y's
+///   `(oh, ow)` flatten (`y_strides[2] == OW·y_strides[3]`), so that A and C
+///   are plain strided matrices; strides and dilations ≥ 1, pads and sizes
+///   ≥ 0.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn varc_conv2d(args: *const ConvArgs) {
+    // SAFETY: the caller passes a valid argument block.
+    let a = unsafe { *args };
+    let z = a.shape();
+    if z.empty() {
+        return;
+    }
+    let (xs, ws, ys) = (
+        isizes(a.x_strides),
+        isizes(a.w_strides),
+        isizes(a.y_strides),
+    );
+    let [rs_a, cs_a, rs_c, cs_c] = match matrices(&z, ws, ys) {
+        Ok(m) => m,
+        Err(e) => panic!("varc_{e}"),
+    };
+    let g = RawGemm {
+        m: z.out_channels,
+        n: z.points(),
+        k: z.k(),
+        a: a.w as usize,
+        rs_a,
+        cs_a,
+        b: RawB::Im2col(RawIm2col {
+            ptr: a.x as usize,
+            strides: [xs[1], xs[2], xs[3]],
+            shape: z,
+        }),
+        c: a.y as usize,
+        rs_c,
+        cs_c,
+        accumulate: false,
+    };
+    let batch = Batch {
+        count: z.batch,
+        b_step: xs[0],
+        c_step: ys[0],
+    };
+    // SAFETY: image `i` is the product `C_i = A·B_i` with A = w's matrix
+    // (inside w by the flattening checked above), B_i the im2col matrix of
+    // x's image `i` (read only at coordinates inside the image) and C_i
+    // y's image `i`; the caller's contract gives each the allocation,
+    // overlap and distinctness `run_batch` requires.
+    unsafe { run_batch(g, batch) }
+}
+
+#[cfg(test)]
+mod tests;
