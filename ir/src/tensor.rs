@@ -3,6 +3,7 @@
 
 use crate::dtype::DType;
 use half::{bf16, f16};
+use std::sync::Arc;
 
 /// Element storage, one variant per [`DType`].
 #[derive(Clone, Debug, PartialEq)]
@@ -200,6 +201,45 @@ impl TensorData {
         })
     }
 
+    /// Side-by-side blocks: row `r` of the result is row `r` of each part
+    /// in turn, part `i` having `rows` rows of `width_i` elements (so with
+    /// `rows = 1`, plain concatenation). `None` when the parts' dtypes differ
+    /// or a part does not hold `rows · width` elements.
+    pub fn concat_rows(parts: &[(&TensorData, usize)], rows: usize) -> Option<TensorData> {
+        let first = parts.first()?.0.dtype();
+        for &(d, w) in parts {
+            if d.dtype() != first || Some(d.len()) != rows.checked_mul(w) {
+                return None;
+            }
+        }
+        let total: usize = parts.iter().map(|&(_, w)| w).sum();
+        macro_rules! cat {
+            ($variant:ident) => {{
+                let mut out = Vec::with_capacity(total.checked_mul(rows)?);
+                for r in 0..rows {
+                    for &(d, w) in parts {
+                        let TensorData::$variant(v) = d else {
+                            return None;
+                        };
+                        out.extend_from_slice(&v[r * w..(r + 1) * w]);
+                    }
+                }
+                TensorData::$variant(out)
+            }};
+        }
+        Some(match first {
+            DType::F32 => cat!(F32),
+            DType::F16 => cat!(F16),
+            DType::BF16 => cat!(BF16),
+            DType::F64 => cat!(F64),
+            DType::I64 => cat!(I64),
+            DType::I32 => cat!(I32),
+            DType::I8 => cat!(I8),
+            DType::U8 => cat!(U8),
+            DType::Bool => cat!(Bool),
+        })
+    }
+
     /// Elements at `indices` (each < len), in that order, same dtype.
     pub fn gather(&self, indices: &[usize]) -> TensorData {
         map_variant!(self, v => indices.iter().map(|&i| v[i]).collect())
@@ -207,10 +247,16 @@ impl TensorData {
 }
 
 /// A dense, row-major tensor with a static shape.
+///
+/// The elements are shared: cloning a tensor (a graph copy for the
+/// optimisation passes, a weight handed to the kernel program, the JIT's
+/// copy of the program) costs a reference count, not the data, which keeps
+/// big models' weights in memory once. Writers copy shared data first
+/// ([`Tensor::as_mut_ptr`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     shape: Vec<usize>,
-    data: TensorData,
+    data: Arc<TensorData>,
 }
 
 /// Element count of `shape`, or `None` on overflow.
@@ -222,7 +268,10 @@ impl Tensor {
     /// Fails when the element count of `shape` differs from the data length.
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, String> {
         match checked_numel(&shape) {
-            Some(n) if n == data.len() => Ok(Tensor { shape, data }),
+            Some(n) if n == data.len() => Ok(Tensor {
+                shape,
+                data: Arc::new(data),
+            }),
             Some(n) => Err(format!(
                 "shape {shape:?} holds {n} elements but {} were given",
                 data.len()
@@ -234,7 +283,7 @@ impl Tensor {
     pub fn scalar_f32(x: f32) -> Tensor {
         Tensor {
             shape: vec![],
-            data: TensorData::F32(vec![x]),
+            data: Arc::new(TensorData::F32(vec![x])),
         }
     }
 
@@ -280,17 +329,25 @@ impl Tensor {
         &self.data
     }
 
-    /// Mutable address of the first element, for compiled kernels to write.
+    /// Mutable address of the first element, for compiled kernels to write
+    /// (data shared with clones is copied first, so they do not see it).
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.data.as_mut_ptr()
+        Arc::make_mut(&mut self.data).as_mut_ptr()
     }
 
+    /// The elements (copied only when another tensor shares them).
     pub fn into_data(self) -> TensorData {
-        self.data
+        Arc::unwrap_or_clone(self.data)
+    }
+
+    /// Whether `self` and `other` hold the same storage (not just equal
+    /// elements): clones share it.
+    pub fn shares_data(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
     }
 
     pub fn as_f32(&self) -> Option<&[f32]> {
-        match &self.data {
+        match &*self.data {
             TensorData::F32(v) => Some(v),
             _ => None,
         }
@@ -304,15 +361,22 @@ impl Tensor {
         self.data.to_i64_vec()
     }
 
-    /// The same elements viewed with another shape of equal element count.
+    /// The same elements viewed with another shape of equal element count
+    /// (sharing the storage).
     pub fn reshaped(self, shape: Vec<usize>) -> Result<Tensor, String> {
-        Tensor::new(shape, self.data)
+        match checked_numel(&shape) {
+            Some(n) if n == self.data.len() => Ok(Tensor {
+                shape,
+                data: self.data,
+            }),
+            _ => Tensor::new(shape, self.into_data()),
+        }
     }
 
     /// ONNX Cast: float→int truncates toward zero, anything→bool is `x != 0`.
     pub fn cast(&self, to: DType) -> Tensor {
         let data = if self.dtype() == to {
-            self.data.clone()
+            return self.clone();
         } else if self.dtype().is_float() {
             TensorData::from_f64(to, &self.to_f64_vec())
         } else {
@@ -320,7 +384,7 @@ impl Tensor {
         };
         Tensor {
             shape: self.shape.clone(),
-            data,
+            data: Arc::new(data),
         }
     }
 }
@@ -354,6 +418,48 @@ mod tests {
             assert_eq!(back, d, "{dtype}");
         }
         assert!(TensorData::from_le_bytes(DType::F32, &[0; 6]).is_err());
+    }
+
+    #[test]
+    fn clones_share_storage_until_written() {
+        let a = Tensor::from_f32(vec![3], vec![1.0, 2.0, 3.0]).unwrap();
+        let mut b = a.clone();
+        assert!(a.shares_data(&b));
+        let r = a.clone().reshaped(vec![1, 3]).unwrap();
+        assert!(r.shares_data(&a));
+        assert_eq!(r.shape(), &[1, 3]);
+        assert!(a.clone().reshaped(vec![2, 2]).is_err());
+        // A write through one handle copies first: the other keeps its values.
+        let p = b.as_mut_ptr().cast::<f32>();
+        // SAFETY: `b` holds three f32 elements, its own after `as_mut_ptr`.
+        unsafe { *p = 9.0 };
+        assert!(!a.shares_data(&b));
+        assert_eq!(a.as_f32().unwrap(), &[1.0, 2.0, 3.0]);
+        assert_eq!(b.as_f32().unwrap(), &[9.0, 2.0, 3.0]);
+        assert_eq!(b.into_data(), TensorData::F32(vec![9.0, 2.0, 3.0]));
+        assert_eq!(a.cast(DType::F32), a);
+    }
+
+    #[test]
+    fn concat_rows_places_blocks_side_by_side() {
+        let a = TensorData::I32(vec![1, 2, 3, 4]); // [2, 2]
+        let b = TensorData::I32(vec![5, 6]); // [2, 1]
+        let got = TensorData::concat_rows(&[(&a, 2), (&b, 1)], 2).unwrap();
+        let mut want = vec![];
+        for r in 0..2 {
+            want.extend([[1, 2], [3, 4]][r]);
+            want.push([5, 6][r]);
+        }
+        assert_eq!(got, TensorData::I32(want));
+        assert_eq!(
+            TensorData::concat_rows(&[(&a, 4), (&b, 2)], 1).unwrap(),
+            TensorData::I32(vec![1, 2, 3, 4, 5, 6])
+        );
+        let f = TensorData::F32(vec![0.0; 2]);
+        assert_eq!(TensorData::concat_rows(&[(&a, 2), (&f, 1)], 2), None);
+        assert_eq!(TensorData::concat_rows(&[(&a, 3)], 2), None);
+        assert_eq!(TensorData::concat_rows(&[(&a, usize::MAX)], 2), None);
+        assert_eq!(TensorData::concat_rows(&[], 2), None);
     }
 
     #[test]

@@ -5,14 +5,19 @@
 //! The tag describes the kernel's single `Reduce` (the convolution sum).
 //! The function fills a `varc_runtime::ukernel::conv::ConvArgs` block in a
 //! stack slot — base addresses from the buffer table plus the tag's
-//! element offsets, strides and sizes as constants — calls `varc_conv2d`,
-//! which writes the sum into the output, then runs the rest of the value
-//! (a bias, say) as an epilogue loop over the output in place, as the
-//! sgemm path does. The tag was checked against the kernel
+//! element offsets, strides and sizes as constants, and the address of
+//! the weights packed at compile time when they are a weight
+//! (`gemm::WeightPacks::pack_conv`) — calls `varc_conv2d`,
+//! which writes the sum into the output — plus a per-channel bias when
+//! the rest of the value is just that (the call adds it to each tile
+//! while it is in cache, in every task) — then runs any other rest of
+//! the value as an epilogue loop over the output in place, as the sgemm
+//! path does. The tag was checked against the kernel
 //! (`kernel::library::check`): every element the call touches is inside
 //! its buffer. The call splits its own work across the current thread
 //! pool, so the function has no split axis.
 
+use crate::check::index_range;
 use crate::expr::{Em, R};
 use crate::gemm::replace_reduce;
 use cranelift_codegen::ir::{
@@ -20,7 +25,9 @@ use cranelift_codegen::ir::{
     UserExternalName, types,
 };
 use cranelift_codegen::isa::CallConv;
-use varc_ir::kernel::{ConvCall, Expr, Kernel, Library, ReduceFn};
+use varc_ir::DType;
+use varc_ir::kernel::{BinaryFn, BufId, ConvCall, Expr, Kernel, Library, Program, ReduceFn, Var};
+use varc_runtime::ukernel::PackedB;
 use varc_runtime::ukernel::conv::conv_args_layout as cl;
 
 /// The symbol generated code calls (`varc_runtime::ukernel::varc_conv2d`).
@@ -37,13 +44,52 @@ pub fn conv_signature(cc: CallConv) -> Signature {
 pub struct ConvKernel<'a> {
     pub call: &'a ConvCall,
     /// The rest of the value over the domain, reading the sum in place
-    /// (`None`: the value is the sum).
+    /// (`None`: the value is the sum, or the sum plus `bias`).
     pub epilogue: Option<Kernel>,
+    /// A per-channel bias the call adds itself (the value is `sum +
+    /// bias[offset + stride·m]`): buffer, element offset and stride.
+    pub bias: Option<(BufId, i64, i64)>,
+}
+
+/// `b` when `rest` is `c + b` (either order) with `b` a plain f32 load
+/// that moves only with the output channel (domain axis 1, `channels`
+/// long), stays inside its buffer (the call reads it unchecked) and reads
+/// another buffer than the output: `(buffer, offset, stride)`.
+fn channel_bias(
+    p: &Program,
+    rest: &Expr,
+    c: &Expr,
+    out: BufId,
+    channels: usize,
+) -> Option<(BufId, i64, i64)> {
+    let Expr::Binary(BinaryFn::Add, x, y) = rest else {
+        return None;
+    };
+    let other = if **x == *c {
+        y
+    } else if **y == *c {
+        x
+    } else {
+        return None;
+    };
+    let Expr::Load { access, guards, .. } = &**other else {
+        return None;
+    };
+    let ix = &access.index;
+    let plain = guards.is_empty()
+        && access.gathers.is_empty()
+        && access.buf != out
+        && ix.terms.iter().all(|(v, _)| *v == Var::Out(1));
+    let buf = p.buffers.get(access.buf.0)?;
+    let inside = index_range(ix, &[], &[(Var::Out(1), channels)])
+        .is_none_or(|(lo, hi)| lo >= 0 && hi < buf.len() as i128);
+    (plain && inside && buf.dtype == DType::F32)
+        .then(|| (access.buf, ix.offset, ix.coeff(Var::Out(1))))
 }
 
 /// `k`'s convolution call, when it is tagged with one and its value holds
 /// exactly one `Reduce(Sum)` (the sum the call computes).
-pub fn tagged(k: &Kernel) -> Option<ConvKernel<'_>> {
+pub fn tagged<'k>(p: &Program, k: &'k Kernel) -> Option<ConvKernel<'k>> {
     let Some(Library::Conv(call)) = &k.library else {
         return None;
     };
@@ -64,14 +110,21 @@ pub fn tagged(k: &Kernel) -> Option<ConvKernel<'_>> {
     let st = &k.store;
     let c_load = Expr::load(st.buf, st.index.clone());
     let rest = replace_reduce(&k.value, &c_load);
-    let epilogue = (rest != c_load).then(|| Kernel {
+    let bias = (k.domain.len() == 4)
+        .then(|| channel_bias(p, &rest, &c_load, st.buf, call.out_channels))
+        .flatten();
+    let epilogue = (rest != c_load && bias.is_none()).then(|| Kernel {
         name: k.name.clone(),
         domain: k.domain.clone(),
         store: st.clone(),
         value: rest,
         library: None,
     });
-    Some(ConvKernel { call, epilogue })
+    Some(ConvKernel {
+        call,
+        epilogue,
+        bias,
+    })
 }
 
 /// Multiply-adds of the call, saturating.
@@ -90,8 +143,16 @@ pub fn work(c: &ConvCall) -> u64 {
 }
 
 impl Em<'_, '_> {
-    /// One `varc_conv2d` call for `c` (imported as external name `import`).
-    pub fn conv_call(&mut self, c: &ConvCall, import: u32) -> R<()> {
+    /// One `varc_conv2d` call for `c` (imported as external name
+    /// `import`), with w packed ahead when `packed_w` (which must outlive
+    /// the code: the JIT program keeps every pack).
+    pub fn conv_call(
+        &mut self,
+        c: &ConvCall,
+        bias: Option<(BufId, i64, i64)>,
+        import: u32,
+        packed_w: Option<&PackedB>,
+    ) -> R<()> {
         let slot = self.b.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
             cl::TOTAL as u32,
@@ -140,6 +201,25 @@ impl Em<'_, '_> {
         for (x, &n) in sizes.iter().enumerate() {
             let n = i64::try_from(n).map_err(|_| format!("conv size {n} does not fit i64"))?;
             put_int(self, n, cl::SIZES + 8 * x);
+        }
+        let pw = packed_w.map_or(0, |p| p as *const PackedB as i64);
+        put_int(self, pw, cl::PACKED_A);
+        match bias {
+            Some((buf, offset, stride)) => {
+                let base = *self.bases.get(&buf.0).ok_or_else(|| {
+                    format!("conv bias in buffer {} the kernel does not touch", buf.0)
+                })?;
+                let bytes = offset.checked_mul(4).ok_or("conv bias offset overflows")?;
+                let ptr = self.b.ins().iadd_imm_s(base, bytes);
+                self.b
+                    .ins()
+                    .stack_store(types::I64, ptr, slot, cl::BIAS as i32);
+                put_int(self, stride, cl::BIAS_STRIDE);
+            }
+            None => {
+                put_int(self, 0, cl::BIAS);
+                put_int(self, 0, cl::BIAS_STRIDE);
+            }
         }
         let cc = self.b.func.signature.call_conv;
         let name = self

@@ -29,8 +29,11 @@ use cranelift_codegen::isa::CallConv;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use varc_ir::kernel::{Access, BinaryFn, BufId, BufKind, Expr, Kernel, Program, ReduceFn, Var};
+use varc_ir::kernel::{
+    Access, BinaryFn, BufId, BufKind, ConvCall, Expr, Kernel, Program, ReduceFn, Var,
+};
 use varc_ir::{DType, TensorData};
+use varc_runtime::ukernel::conv::{ConvShape, Tensor};
 use varc_runtime::ukernel::{MatRef, PackedB};
 
 /// The symbol generated code calls (`varc_runtime::ukernel::varc_sgemm`).
@@ -90,6 +93,12 @@ pub struct WeightPacks {
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct PackKey {
+    /// A convolution's weights packed as its A operand
+    /// ([`PackedB::conv_weights`]; `rs`, `cs` are then w's m and kw
+    /// strides, `mid` its c and kh strides, `k`, `n` its depth and
+    /// channel count), not a B operand (`mid` 0).
+    conv: bool,
+    mid: [i64; 2],
     buf: usize,
     offset: i64,
     rs: i64,
@@ -130,6 +139,8 @@ impl WeightPacks {
         }
         let n = g.n.map_or(1, |i| g.domain[i]);
         let key = PackKey {
+            conv: false,
+            mid: [0, 0],
             buf: b.buf.0,
             offset: b.index.offset,
             rs: g.kvar.map_or(0, |v| b.index.coeff(v)),
@@ -169,6 +180,49 @@ impl WeightPacks {
             pack,
             symbol: self.symbol,
         })
+    }
+
+    /// The weights of convolution `c` packed as its A operand (once per
+    /// distinct weight view), when they are an f32 weight whose view
+    /// packs (the call then packs nothing per run).
+    pub fn pack_conv(&self, p: &Program, c: &ConvCall) -> Option<Arc<PackedB>> {
+        let BufKind::Weight(t) = &p.buffer(c.w.buf).kind else {
+            return None;
+        };
+        let TensorData::F32(data) = t.data() else {
+            return None;
+        };
+        let z = conv_shape(c)?;
+        let offset = usize::try_from(c.w.offset).ok()?;
+        let strides = c.w.strides.map(|s| isize::try_from(s).ok());
+        let strides = [strides[0]?, strides[1]?, strides[2]?, strides[3]?];
+        let key = PackKey {
+            conv: true,
+            mid: [c.w.strides[1], c.w.strides[2]],
+            buf: c.w.buf.0,
+            offset: c.w.offset,
+            rs: c.w.strides[0],
+            cs: c.w.strides[3],
+            k: z.k(),
+            n: z.out_channels,
+        };
+        if let Some(hit) = self.packs.borrow().get(&key) {
+            return Some(hit.clone());
+        }
+        let t0 = std::time::Instant::now();
+        let pack = PackedB::conv_weights(
+            &z,
+            Tensor {
+                data,
+                offset,
+                strides,
+            },
+        )
+        .ok()?;
+        let pack = Arc::new(pack);
+        self.packing.set(self.packing.get() + t0.elapsed());
+        self.packs.borrow_mut().insert(key, pack.clone());
+        Some(pack)
     }
 
     /// Bytes packed so far, and the time packing took.
@@ -491,4 +545,27 @@ impl Em<'_, '_> {
         self.b.ins().call(f, &args);
         Ok(())
     }
+}
+
+/// The runtime's shape of convolution `c`, when it passes
+/// [`ConvShape::check`].
+pub fn conv_shape(c: &ConvCall) -> Option<ConvShape> {
+    let z = ConvShape {
+        batch: c.batch,
+        in_channels: c.in_channels,
+        out_channels: c.out_channels,
+        in_h: c.in_size[0],
+        in_w: c.in_size[1],
+        out_h: c.out_size[0],
+        out_w: c.out_size[1],
+        kernel_h: c.kernel[0],
+        kernel_w: c.kernel[1],
+        stride_h: c.strides[0],
+        stride_w: c.strides[1],
+        dilation_h: c.dilations[0],
+        dilation_w: c.dilations[1],
+        pad_h: c.pads[0],
+        pad_w: c.pads[1],
+    };
+    z.check().ok().map(|_| z)
 }

@@ -42,9 +42,8 @@ pub struct JitProgram {
     splits: Vec<Option<usize>>,
     /// Weights packed at compile time; the code holds their addresses.
     packs: Vec<Arc<PackedB>>,
-    /// Weights every kernel reads only through a packed copy.
-    packed_only: Vec<BufId>,
-    /// Those of `packed_only` whose data `program` no longer holds.
+    /// Weights every kernel reads only through a packed copy, whose data
+    /// `program` no longer holds.
     released: Vec<BufId>,
     /// Owns the executable memory the kernel pointers point into. Behind a
     /// mutex only so that `JitProgram` is `Sync` (JITModule is `Send`, not
@@ -69,38 +68,10 @@ impl Default for JitOptions {
 }
 
 /// Compiles `program`, keeping a copy of it without the data of weights
-/// the code reads only through packed copies.
+/// the code reads only through packed copies (the copy shares the other
+/// weights' data with `program`: tensors are reference-counted).
 pub(crate) fn compile(program: &Program, opts: JitOptions) -> Result<JitProgram, CodegenError> {
-    let mut jit = compile_code(program, opts)?;
-    let Program {
-        buffers,
-        kernels,
-        inputs,
-        outputs,
-    } = program;
-    let buffers = buffers
-        .iter()
-        .enumerate()
-        .map(|(i, b)| match empty_weight(b) {
-            Some(kind) if jit.packed_only.contains(&BufId(i)) => {
-                jit.released.push(BufId(i));
-                Buffer {
-                    name: b.name.clone(),
-                    dtype: b.dtype,
-                    shape: b.shape.clone(),
-                    kind,
-                }
-            }
-            _ => b.clone(),
-        })
-        .collect();
-    jit.program = Program {
-        buffers,
-        kernels: kernels.clone(),
-        inputs: inputs.clone(),
-        outputs: outputs.clone(),
-    };
-    Ok(jit)
+    compile_owned(program.clone(), opts)
 }
 
 /// A weight of `b`'s dtype without data, when `b` is a weight.
@@ -113,19 +84,22 @@ fn empty_weight(b: &Buffer) -> Option<BufKind> {
 }
 
 /// [`compile`] keeping `program` without a copy, and dropping the data of
-/// weights that the code reads only through packed copies.
+/// weights that the code reads only through packed copies as soon as the
+/// last kernel reading them is compiled: a weight and its packed copy are
+/// then held together only briefly, not every weight twice at the end.
 pub(crate) fn compile_owned(
-    program: Program,
+    mut program: Program,
     opts: JitOptions,
 ) -> Result<JitProgram, CodegenError> {
-    let mut jit = compile_code(&program, opts)?;
+    let mut jit = compile_code(&mut program, opts)?;
     jit.program = program;
-    jit.release_packed_weights();
     Ok(jit)
 }
 
 /// The code for `program`, with an empty program (the callers fill it in).
-fn compile_code(program: &Program, opts: JitOptions) -> Result<JitProgram, CodegenError> {
+/// Weights read only through packed copies are emptied in `program` (and
+/// listed as released) once their last reader is compiled.
+fn compile_code(program: &mut Program, opts: JitOptions) -> Result<JitProgram, CodegenError> {
     let isa = isa::host()?;
     let jit = |e: cranelift_module::ModuleError| CodegenError::Jit(e.to_string());
     let cc = isa.default_call_conv();
@@ -191,9 +165,25 @@ fn compile_code(program: &Program, opts: JitOptions) -> Result<JitProgram, Codeg
     let mut ids = Vec::new();
     let mut plans = Vec::new();
     let mut splits = Vec::new();
+    // The kernels that read each weight last (a weight no kernel reads
+    // is never packed, so never released).
+    let mut last_reads: Vec<Vec<BufId>> = vec![vec![]; program.kernels.len()];
+    let mut last_reader = vec![None; program.buffers.len()];
+    for (i, k) in program.kernels.iter().enumerate() {
+        for b in k.reads() {
+            last_reader[b.0] = Some(i);
+        }
+    }
+    for (b, last) in last_reader.iter().enumerate() {
+        if let Some(i) = *last {
+            last_reads[i].push(BufId(b));
+        }
+    }
+    let mut released = vec![];
     let started = std::time::Instant::now();
     let mut cranelift = std::time::Duration::ZERO;
-    for (i, k) in program.kernels.iter().enumerate() {
+    for (i, last_read_here) in last_reads.iter().enumerate() {
+        let k = &program.kernels[i];
         let mut built = kernel::build_host(
             program,
             k,
@@ -223,7 +213,18 @@ fn compile_code(program: &Program, opts: JitOptions) -> Result<JitProgram, Codeg
         cranelift += t0.elapsed();
         ids.push(id);
         plans.push(built.plan);
+        for &b in last_read_here {
+            let buf = &mut program.buffers[b.0];
+            if packed[b.0]
+                && !plain[b.0]
+                && let Some(kind) = empty_weight(buf)
+            {
+                buf.kind = kind;
+                released.push(b);
+            }
+        }
     }
+    released.sort();
     module.finalize_definitions().map_err(jit)?;
     if std::env::var("VARC_PROFILE").is_ok_and(|v| v == "1") {
         let (bytes, packing) = packs.as_ref().map_or(Default::default(), |p| p.stats());
@@ -245,10 +246,6 @@ fn compile_code(program: &Program, opts: JitOptions) -> Result<JitProgram, Codeg
             unsafe { std::mem::transmute::<*const u8, KernelFn>(code) }
         })
         .collect();
-    let packed_only = (0..program.buffers.len())
-        .filter(|&i| packed[i] && !plain[i])
-        .map(BufId)
-        .collect();
     Ok(JitProgram {
         program: Program::default(),
         kernels,
@@ -256,8 +253,7 @@ fn compile_code(program: &Program, opts: JitOptions) -> Result<JitProgram, Codeg
         libraries,
         splits,
         packs: packs.map_or(vec![], gemm::WeightPacks::into_packs),
-        packed_only,
-        released: vec![],
+        released,
         module: std::sync::Mutex::new(Some(module)),
     })
 }
@@ -279,17 +275,6 @@ impl JitProgram {
     /// Bytes of weights packed at compile time.
     pub fn packed_bytes(&self) -> usize {
         self.packs.iter().map(|p| p.bytes()).sum()
-    }
-
-    /// Drops the data of weights only read through packed copies.
-    fn release_packed_weights(&mut self) {
-        for &id in &self.packed_only {
-            let b = &mut self.program.buffers[id.0];
-            if let Some(kind) = empty_weight(b) {
-                b.kind = kind;
-                self.released.push(id);
-            }
-        }
     }
 
     /// How each kernel was looped (scalar, f32x4, register-blocked).

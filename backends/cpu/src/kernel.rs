@@ -125,11 +125,15 @@ pub fn build_host(
             packed_b: None,
         });
     }
-    let conv = libs.conv.zip(conv::tagged(k));
+    let conv = libs.conv.zip(conv::tagged(p, k));
     let gemm = uk
         .filter(|_| conv.is_none())
         .and_then(|_| gemm::recognise_for(p, k, packs.is_some()));
     let packed = gemm.as_ref().zip(packs).and_then(|(g, w)| w.pack(p, g));
+    let packed_w = conv
+        .as_ref()
+        .zip(packs)
+        .and_then(|((_, c), w)| w.pack_conv(p, c.call));
     let vregs = isa::vector_registers(isa);
     let epilogue = match (&conv, &gemm) {
         (Some((_, c)), _) => Some(c.epilogue.as_ref()),
@@ -180,7 +184,8 @@ pub fn build_host(
     if !k.domain.contains(&0) {
         match (&conv, &gemm, uk) {
             (Some((import, c)), _, _) => {
-                em.conv_call(c.call, *import).map_err(err)?;
+                em.conv_call(c.call, c.bias, *import, packed_w.as_deref())
+                    .map_err(err)?;
                 if let Some(e) = &c.epilogue {
                     em.k = e;
                     em.nest(plan).map_err(err)?;

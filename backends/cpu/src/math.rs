@@ -387,10 +387,57 @@ impl Fx<'_, '_> {
         self.sel(big, one, y)
     }
 
+    /// `exp(x)` for `x ≤ 0` (or NaN), as [`Fx::exp`] computes it for
+    /// `x ≥ −87` — there `n ≥ −126`, so `2ⁿ` is one normal float and the
+    /// clamps and the split scaling drop out (a third of `exp`'s
+    /// instructions), and the result is bit-identical to `exp`'s (`y·2ʰ·2ⁿ⁻ʰ`
+    /// and `y·2ⁿ` are the same exact scaling of a normal `y`). Below −87
+    /// (−∞ included) it is +0, less than 1.7e−38 from the true value, as
+    /// sigmoid's `x·σ(x)` callers expect of `exp(−∞)` (`−∞·0` is NaN,
+    /// like the reference interpreter's).
+    fn exp_nonpositive(&mut self, x: Value) -> Value {
+        let lo = self.c(-87.0);
+        let below = self.cmp(FloatCC::LessThan, x, lo);
+        let log2e = self.c(std::f32::consts::LOG2_E);
+        let t = self.mul(x, log2e);
+        let n = self.b.ins().nearest(t);
+        let (c1, c2) = (self.c(-0.693_359_4), self.c(2.121_944_4e-4));
+        let r = self.mul_add(n, c1, x);
+        let r = self.mul_add(n, c2, r);
+        let p = self.horner(
+            r,
+            &[
+                1.987_569_1e-4,
+                1.398_199_9e-3,
+                8.333_452e-3,
+                4.166_579_6e-2,
+                0.166_666_65,
+                0.5,
+            ],
+        );
+        let z = self.mul(r, r);
+        let one = self.c(1.0);
+        let r1 = self.add(r, one);
+        let y = self.mul_add(p, z, r1);
+        // n is integral in [−126, 0] (or garbage for a NaN x, which makes
+        // y NaN already): its value is the low bits of n + 1.5·2²³.
+        let magic = self.c(12_582_912.0);
+        let nm = self.add(n, magic);
+        let nm = self.bits_of(nm);
+        let magic_bits = self.ci(0x4B40_0000);
+        let ni = self.b.ins().isub(nm, magic_bits);
+        let s = self.pow2(ni);
+        let y = self.mul(y, s);
+        // Lanes below −87 computed garbage from an unclamped n; NaN lanes
+        // compare false and stay NaN.
+        let zero = self.c(0.0);
+        self.sel(below, zero, y)
+    }
+
     pub fn sigmoid(&mut self, x: Value) -> Value {
         let ax = self.b.ins().fabs(x);
         let nax = self.b.ins().fneg(ax);
-        let e = self.exp(nax);
+        let e = self.exp_nonpositive(nax);
         let one = self.c(1.0);
         let d = self.add(one, e);
         let pos = self.div(one, d);
@@ -445,4 +492,80 @@ fn erf_taylor_coeff(n: usize) -> f32 {
     let fact: f64 = (1..=n).map(|k| k as f64).product();
     let sign = if n.is_multiple_of(2) { 1.0 } else { -1.0 };
     (std::f64::consts::FRAC_2_SQRT_PI * sign / (fact * (2 * n + 1) as f64)) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::compile_jit;
+    use varc_ir::kernel::{Access, Affine, BufKind, Buffer, Expr, Kernel, Program, UnaryFn};
+    use varc_ir::{DType, Tensor};
+
+    /// Sigmoid through the JIT (vector and scalar tail lanes) at `xs`.
+    fn sigmoid(xs: &[f32]) -> Vec<f32> {
+        let n = xs.len();
+        let mut p = Program::default();
+        let mut buf = |name: &str, kind: BufKind| {
+            p.add_buffer(Buffer {
+                name: name.into(),
+                dtype: DType::F32,
+                shape: vec![n],
+                kind,
+            })
+        };
+        let (x, o) = (buf("x", BufKind::Input(0)), buf("o", BufKind::Output(0)));
+        p.inputs.push(x);
+        p.outputs.push(o);
+        p.kernels.push(Kernel {
+            name: "sigmoid".into(),
+            domain: vec![n],
+            store: Access {
+                buf: o,
+                index: Affine::row_major(&[n]),
+                gathers: vec![],
+            },
+            value: Expr::unary(UnaryFn::Sigmoid, Expr::load(x, Affine::row_major(&[n]))),
+            library: None,
+        });
+        let jit = compile_jit(&p).unwrap();
+        let out = jit
+            .run(&[Tensor::from_f32(vec![n], xs.to_vec()).unwrap()])
+            .unwrap();
+        out[0].as_f32().unwrap().to_vec()
+    }
+
+    /// Sigmoid's exp of `−|x|` clamps at −87 instead of scaling in two
+    /// steps: far tails stay finite, non-negative and within 1.7e−38 of
+    /// the exact value (0 or 1), infinities and NaN behave, and the
+    /// result is still accurate just inside the clamp.
+    #[test]
+    fn sigmoid_tails() {
+        let xs = [
+            -87.0,
+            -86.5,
+            -90.0,
+            -150.0,
+            -1e30,
+            f32::NEG_INFINITY,
+            90.0,
+            1e30,
+            f32::INFINITY,
+            f32::NAN,
+            -20.0,
+            0.0,
+            -0.0,
+        ];
+        let got = sigmoid(&xs);
+        for (&x, &g) in xs.iter().zip(&got) {
+            if x.is_nan() {
+                assert!(g.is_nan(), "sigmoid(NaN) = {g}");
+                continue;
+            }
+            let want = 1.0 / (1.0 + (-(x as f64)).exp());
+            let err = (g as f64 - want).abs();
+            assert!(
+                (0.0..=1.0).contains(&g) && err <= 1e-7 * want + 1.7e-38,
+                "sigmoid({x}) = {g}, want {want}"
+            );
+        }
+    }
 }

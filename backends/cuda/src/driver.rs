@@ -437,7 +437,7 @@ impl LoadedModule<'_> {
         let r = unsafe { (dev.api.memset_d8)(self.status.ptr, 0, 4) };
         dev.api.check(r, "cuMemsetD8").map_err(CudaError::Driver)?;
         for (k, f) in plan.kernels.iter().zip(&self.functions) {
-            if k.grid == 0 {
+            if k.grid.contains(&0) {
                 continue;
             }
             let mut args: Vec<CuDevicePtr> = k.params.iter().map(|&b| address[b]).collect();
@@ -453,13 +453,14 @@ impl LoadedModule<'_> {
             // above, weights and arena at the plan's offsets, which
             // `plan.check` proved disjoint for temps live together), and
             // `arg_ptrs` points at `args`, both alive until the launch
-            // returns (parameters are copied at launch).
+            // returns (parameters are copied at launch). Shared memory is
+            // static (declared in the PTX), so 0 dynamic bytes are asked.
             let r = unsafe {
                 (dev.api.launch_kernel)(
                     *f,
-                    k.grid,
-                    1,
-                    1,
+                    k.grid[0],
+                    k.grid[1],
+                    k.grid[2],
                     k.block,
                     1,
                     1,

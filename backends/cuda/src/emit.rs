@@ -7,6 +7,7 @@
 //! f32. Each class is declared once with the count used.
 
 use crate::check;
+use crate::plan::{KernelMode, Launch};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use varc_ir::kernel::{Kernel, Program, Var};
@@ -45,6 +46,12 @@ pub(crate) struct Em<'a> {
     pub extents: Vec<(Var, usize)>,
     /// Status codes with a failure exit.
     pub fails: BTreeSet<u32>,
+    /// While set, `Expr::Reduce` evaluates to this f32 register: the
+    /// warp and tensor-core modes compute the (single) reduction
+    /// themselves and emit the rest of the value as an epilogue.
+    pub reduce_value: Option<String>,
+    /// Module-scope `.shared` arrays of this entry: (name, bytes).
+    pub shared: Vec<(String, usize)>,
 }
 
 const PRED: usize = 0;
@@ -85,6 +92,8 @@ impl<'a> Em<'a> {
             vars: vec![],
             extents: vec![],
             fails: BTreeSet::new(),
+            reduce_value: None,
+            shared: vec![],
         }
     }
 
@@ -162,13 +171,66 @@ pub fn kernel_buffers(k: &Kernel) -> Vec<usize> {
     used
 }
 
-/// Writes the `.entry` for kernel `index` of `p`.
-pub fn kernel(p: &Program, index: usize, out: &mut String) -> R<()> {
+/// Writes the `.entry` for kernel `index` of `p` and returns its launch
+/// shape. The mode, first that applies: an empty domain launches nothing;
+/// a kernel that is not parallel-safe runs on one thread; a contraction
+/// big enough ([`crate::gemm`]) runs on tensor cores unless the precision
+/// is f32; a long reduction over few points that cannot fail runs one
+/// warp per point ([`crate::warp`]); anything else one thread per point.
+pub fn kernel(p: &Program, index: usize, opts: &crate::Options, out: &mut String) -> R<Launch> {
     let k = &p.kernels[index];
     check::validate(p, k)?;
+    let points: usize = k.domain.iter().product();
+    let serial = !check::parallel_safe(k);
+    if points == 0 {
+        return entry(p, index, out, |_| Ok(Launch::EMPTY));
+    }
+    if !serial
+        && opts.precision != crate::Precision::F32
+        && let Some(g) = crate::gemm::recognise(p, k)
+        && g.worth_tensor_cores(&k.domain)
+    {
+        return entry(p, index, out, |em| em.gemm(&g, opts.precision));
+    }
+    if !serial
+        && opts.warp_reductions
+        && let Some(w) = crate::warp::recognise(p, k)
+        && w.worth_a_warp()
+    {
+        // A failure exit inside the lanes' loop would leave the warp's
+        // shuffles waiting on an exited lane: only kernels that cannot
+        // fail run one warp per point.
+        let mut text = String::new();
+        let launch = entry(p, index, &mut text, |em| {
+            let l = em.warp_reduce(&w)?;
+            Ok(if em.fails.is_empty() {
+                l
+            } else {
+                Launch::EMPTY
+            })
+        })?;
+        if launch.mode == KernelMode::Warp {
+            out.push_str(&text);
+            return Ok(launch);
+        }
+    }
+    entry(p, index, out, |em| {
+        em.grid_loop(points)?;
+        Ok(crate::plan::thread_launch(points, serial))
+    })
+}
+
+/// Writes one `.entry`: parameters and status word set up, `body` emitted,
+/// then the failure exits, the register and shared declarations.
+pub fn entry(
+    p: &Program,
+    index: usize,
+    out: &mut String,
+    body: impl FnOnce(&mut Em) -> R<Launch>,
+) -> R<Launch> {
+    let k = &p.kernels[index];
     let name = entry_name(index, &k.name);
     let bufs = kernel_buffers(k);
-    let points: usize = k.domain.iter().product();
     let mut em = Em::new(p, k, index);
 
     let mut params = Vec::new();
@@ -189,9 +251,7 @@ pub fn kernel(p: &Program, index: usize, out: &mut String) -> R<()> {
         em.ins(format!("cvta.to.global.u64 {st}, {raw}"));
         st
     };
-    if points > 0 {
-        em.grid_loop(points)?;
-    }
+    let launch = body(&mut em)?;
     em.ins("ret");
     for code in em.fails.clone() {
         let l = em.fail_label(code);
@@ -204,15 +264,28 @@ pub fn kernel(p: &Program, index: usize, out: &mut String) -> R<()> {
 
     let _ = writeln!(
         out,
-        "// kernel {index}: {}  domain {:?}  ({points} points)",
+        "// kernel {index}: {}  domain {:?}  ({} points, {:?})",
         k.name.replace('\n', " "),
-        k.domain
+        k.domain,
+        k.points(),
+        launch.mode
     );
+    for (s, bytes) in &em.shared {
+        let _ = writeln!(out, ".shared .align 16 .b8 {s}[{bytes}];");
+    }
     let _ = writeln!(out, ".visible .entry {name}(");
     for param in &params {
         let _ = writeln!(out, "\t.param .u64 {param},");
     }
-    let _ = writeln!(out, "\t.param .u64 {status_param}\n)\n{{");
+    let _ = writeln!(out, "\t.param .u64 {status_param}\n)");
+    if matches!(launch.mode, KernelMode::Mma | KernelMode::Warp) {
+        // The block size these entries are written for (tiles, warps per
+        // block): ptxas budgets registers for it, the driver refuses any
+        // other. One-thread-per-point entries leave ptxas free (with the
+        // bound, its sm_90 schedule of some long loops spills).
+        let _ = writeln!(out, ".maxntid {}, 1, 1", launch.block);
+    }
+    out.push_str("{\n");
     for (class, &n) in em.counts.iter().enumerate() {
         if n > 0 {
             let _ = writeln!(out, "\t.reg {} {}<{n}>;", DECL[class], PREFIX[class]);
@@ -221,13 +294,13 @@ pub fn kernel(p: &Program, index: usize, out: &mut String) -> R<()> {
     out.push('\n');
     out.push_str(&em.body);
     out.push_str("}\n");
-    Ok(())
+    Ok(launch)
 }
 
 impl Em<'_> {
     /// `for (i = global thread id; i < points; i += total threads)`, each
     /// `i` decomposed into the domain's loop variables (last axis fastest).
-    fn grid_loop(&mut self, points: usize) -> R<()> {
+    pub fn grid_loop(&mut self, points: usize) -> R<()> {
         let (ctaid, ntid, tid, nctaid) = (self.r32(), self.r32(), self.r32(), self.r32());
         self.ins(format!("mov.u32 {ctaid}, %ctaid.x"));
         self.ins(format!("mov.u32 {ntid}, %ntid.x"));
@@ -256,7 +329,7 @@ impl Em<'_> {
 
     /// Binds `Out(a)` for every axis from the flat index `i`: rem/div by
     /// the static extents, in 32 bits when the domain fits.
-    fn decompose(&mut self, i: &str, points: usize) {
+    pub fn decompose(&mut self, i: &str, points: usize) {
         let domain = self.k.domain.clone();
         let outermost = domain.iter().position(|&n| n > 1);
         let narrow = points <= u32::MAX as usize;

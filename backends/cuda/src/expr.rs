@@ -90,6 +90,9 @@ impl Em<'_> {
                 let x = self.expr(a)?;
                 Ok(self.cast(x, *d))
             }
+            Expr::Reduce { .. } if self.reduce_value.is_some() => {
+                Ok(V::F(self.reduce_value.clone().unwrap_or_default()))
+            }
             Expr::Reduce { op, vars, body } => self.reduce(*op, vars, body),
         }
     }
@@ -381,7 +384,7 @@ impl Em<'_> {
         Ok(())
     }
 
-    fn accumulate(&mut self, op: ReduceFn, body: &Expr, acc: &V) -> R<()> {
+    pub fn accumulate(&mut self, op: ReduceFn, body: &Expr, acc: &V) -> R<()> {
         match acc {
             V::F(a) => {
                 // acc + a·b as one fused multiply-add (as the CPU backend).

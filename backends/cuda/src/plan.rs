@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use varc_ir::kernel::plan::MemoryPlan;
 use varc_ir::kernel::{BufKind, Program};
 
-/// Bumped whenever a field changes meaning or is removed.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever a field changes meaning or is removed. 2: `grid` is
+/// three-dimensional; `mode` and `shared_bytes` per kernel.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Threads per block of every parallel kernel.
 pub const BLOCK: u32 = 256;
@@ -73,15 +74,57 @@ pub struct KernelPlan {
     pub name: String,
     pub domain: Vec<usize>,
     pub points: usize,
-    /// Launch shape (x dimension only); `grid` 0 = nothing to launch.
-    pub grid: u32,
+    /// How the entry maps work to threads.
+    pub mode: KernelMode,
+    /// Blocks in x, y, z; a 0 anywhere = nothing to launch.
+    pub grid: [u32; 3],
+    /// Threads per block (x only).
     pub block: u32,
+    /// Static shared memory the entry declares (informational: the
+    /// driver sizes static shared memory itself).
+    pub shared_bytes: u32,
     /// The kernel runs on one thread, in order: its store is not provably
     /// injective, or it reads its own output elsewhere than where it writes.
     pub serial: bool,
     /// Buffer index of each `.param .u64`, in order; a last parameter (not
     /// listed) is the status word's address.
     pub params: Vec<usize>,
+}
+
+/// How an entry maps its work to threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelMode {
+    /// An empty domain: nothing is launched.
+    Empty,
+    /// One thread, the points in order (the kernel is not parallel-safe).
+    Serial,
+    /// One thread per point (grid-stride loop), reductions as loops.
+    Thread,
+    /// One warp per point: lanes split the reduction, a shuffle butterfly
+    /// combines it, lane 0 stores (`crate::warp`).
+    Warp,
+    /// A contraction tiled over blocks with `mma.sync` on tensor cores
+    /// (`crate::gemm`).
+    Mma,
+}
+
+/// The launch shape of one entry, decided when it is emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub mode: KernelMode,
+    pub grid: [u32; 3],
+    pub block: u32,
+    pub shared_bytes: u32,
+}
+
+impl Launch {
+    pub const EMPTY: Launch = Launch {
+        mode: KernelMode::Empty,
+        grid: [0, 1, 1],
+        block: BLOCK,
+        shared_bytes: 0,
+    };
 }
 
 /// The launch shape of a kernel over `points` points.
@@ -93,6 +136,21 @@ pub fn launch_shape(points: usize, serial: bool) -> (u32, u32) {
             let blocks = (points as u64).div_ceil(BLOCK as u64).min(MAX_GRID);
             (blocks as u32, BLOCK)
         }
+    }
+}
+
+/// The launch of a one-thread-per-point (or serial) entry.
+pub fn thread_launch(points: usize, serial: bool) -> Launch {
+    let (grid, block) = launch_shape(points, serial);
+    Launch {
+        mode: match (points, serial) {
+            (0, _) => KernelMode::Empty,
+            (_, true) => KernelMode::Serial,
+            _ => KernelMode::Thread,
+        },
+        grid: [grid, 1, 1],
+        block,
+        shared_bytes: 0,
     }
 }
 
@@ -117,6 +175,7 @@ pub fn build(
     weight_offsets: &[Option<usize>],
     weights_bytes: usize,
     target: &str,
+    launches: &[Launch],
 ) -> LaunchPlan {
     let buffers = p
         .buffers
@@ -143,19 +202,18 @@ pub fn build(
         .kernels
         .iter()
         .enumerate()
-        .map(|(i, k)| {
-            let serial = !crate::check::parallel_safe(k);
-            let (grid, block) = launch_shape(k.points(), serial);
-            KernelPlan {
-                entry: entry_name(i, &k.name),
-                name: k.name.clone(),
-                domain: k.domain.clone(),
-                points: k.points(),
-                grid,
-                block,
-                serial,
-                params: kernel_buffers(k),
-            }
+        .zip(launches)
+        .map(|((i, k), l)| KernelPlan {
+            entry: entry_name(i, &k.name),
+            name: k.name.clone(),
+            domain: k.domain.clone(),
+            points: k.points(),
+            mode: l.mode,
+            grid: l.grid,
+            block: l.block,
+            shared_bytes: l.shared_bytes,
+            serial: l.mode == KernelMode::Serial,
+            params: kernel_buffers(k),
         })
         .collect();
     LaunchPlan {

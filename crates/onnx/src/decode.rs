@@ -2,6 +2,7 @@
 
 use crate::error::OnnxError;
 use crate::proto::{ModelProto, OperatorSetIdProto};
+use bytes::Bytes;
 use prost::Message;
 
 /// The default-domain opsets varc imports.
@@ -19,7 +20,21 @@ pub fn decode_model(bytes: &[u8]) -> Result<ModelProto, OnnxError> {
     if bytes.is_empty() {
         return Err(OnnxError::Decode("the input is empty".into()));
     }
-    let m = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(format!("protobuf: {e}")))?;
+    checked(ModelProto::decode(bytes))
+}
+
+/// [`decode_model`] from a shared buffer: tensors' `raw_data` become views
+/// of `bytes` instead of copies, so a model's weights are not duplicated
+/// while it is decoded.
+pub fn decode_model_shared(bytes: Bytes) -> Result<ModelProto, OnnxError> {
+    if bytes.is_empty() {
+        return Err(OnnxError::Decode("the input is empty".into()));
+    }
+    checked(ModelProto::decode(bytes))
+}
+
+fn checked(m: Result<ModelProto, prost::DecodeError>) -> Result<ModelProto, OnnxError> {
+    let m = m.map_err(|e| OnnxError::Decode(format!("protobuf: {e}")))?;
     if m.graph.is_none() {
         return Err(OnnxError::Decode(
             "no graph (ModelProto field 7): not an ONNX model, or a truncated one".into(),

@@ -4,7 +4,8 @@
 
 use crate::attrs::Issue;
 use crate::decode::{
-    SUPPORTED_OPSETS, decode_model, default_opset, imported_version, is_default_domain,
+    SUPPORTED_OPSETS, decode_model, decode_model_shared, default_opset, imported_version,
+    is_default_domain,
 };
 use crate::error::{OnnxError, Unsupported};
 use crate::ops::{self, Built};
@@ -32,15 +33,48 @@ pub struct Model {
 
 /// Reads and imports a `.onnx` file; external data is looked up next to it.
 pub fn load_model(path: &Path) -> Result<Model, OnnxError> {
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+    load_model_with(path, &mut |_| {})
+}
+
+/// [`load_model`], calling `stage` after each step ("map file", "protobuf
+/// decode", "import to graph", "unmap file"), for timing.
+///
+/// A regular file is memory-mapped rather than read (see `crate::mmap`):
+/// tensors' `raw_data` stay views of the file's pages until converted, and
+/// each tensor's pages are unmapped once it is, so that a model's weights
+/// are resident once while it is imported.
+pub fn load_model_with(path: &Path, stage: &mut dyn FnMut(&str)) -> Result<Model, OnnxError> {
+    let io = |source| OnnxError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let dir = match path.parent() {
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() || meta.len() == 0 {
+        // Empty files, folders and pipes: as std::fs::read reports them.
+        let bytes = std::fs::read(path).map_err(io)?;
+        stage("read file");
+        let m = decode_model(&bytes)?;
+        stage("protobuf decode");
+        return import_proto(&m, Some(model_dir(path)));
+    }
+    let map = crate::mmap::FileMap::new(&file).map_err(io)?;
+    stage("map file");
+    let m = decode_model_shared(map.bytes())?;
+    stage("protobuf decode");
+    let model = import(&m, Some(model_dir(path)), &|b| map.release(b))?;
+    stage("import to graph");
+    drop(m);
+    stage("unmap file");
+    Ok(model)
+}
+
+/// The folder a model's external data paths are relative to.
+pub fn model_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    import_model(&bytes, Some(dir))
+    }
 }
 
 /// Imports a serialized model. `model_dir` is the folder external data paths
@@ -51,13 +85,23 @@ pub fn import_model(bytes: &[u8], model_dir: Option<&Path>) -> Result<Model, Onn
 
 /// Imports a decoded model.
 pub fn import_proto(m: &ModelProto, model_dir: Option<&Path>) -> Result<Model, OnnxError> {
+    import(m, model_dir, &|_| {})
+}
+
+/// [`import_proto`], calling `converted` with each initializer's `raw_data`
+/// once the tensor no longer needs it.
+fn import(
+    m: &ModelProto,
+    model_dir: Option<&Path>,
+    converted: &dyn Fn(&[u8]),
+) -> Result<Model, OnnxError> {
     let opset = default_opset(m)?;
     let g = m
         .graph
         .as_ref()
         .ok_or_else(|| OnnxError::Model("the model has no graph".into()))?;
     let built = build_all(g, opset, &m.opset_import, model_dir)?;
-    let graph = Importer::new(g, model_dir).run(built)?;
+    let graph = Importer::new(g, model_dir, converted).run(built)?;
     Ok(Model {
         graph,
         opset,
@@ -168,6 +212,7 @@ enum Def {
 struct Importer<'a> {
     g: &'a GraphProto,
     dir: Option<&'a Path>,
+    converted: &'a dyn Fn(&[u8]),
     graph: Graph,
     /// Initializers and graph inputs by name.
     values: HashMap<&'a str, ValueRef>,
@@ -177,7 +222,7 @@ struct Importer<'a> {
 }
 
 impl<'a> Importer<'a> {
-    fn new(g: &'a GraphProto, dir: Option<&'a Path>) -> Importer<'a> {
+    fn new(g: &'a GraphProto, dir: Option<&'a Path>, converted: &'a dyn Fn(&[u8])) -> Importer<'a> {
         let mut used = HashSet::new();
         for vi in g.input.iter().chain(&g.output).chain(&g.value_info) {
             if let Some(type_proto::Value::TensorType(t)) =
@@ -193,6 +238,7 @@ impl<'a> Importer<'a> {
         Importer {
             g,
             dir,
+            converted,
             graph: Graph::new(g.name.clone()),
             values: HashMap::new(),
             decls: HashMap::new(),
@@ -235,6 +281,7 @@ impl<'a> Importer<'a> {
                 return Err(OnnxError::Model("an initializer has no name".into()));
             }
             let tensor = convert(t, &t.name, self.dir)?;
+            (self.converted)(&t.raw_data);
             let v = self.graph.add_const(t.name.clone(), tensor);
             self.define(&t.name, v, "initializer")?;
         }

@@ -13,14 +13,17 @@ mod decode;
 mod error;
 mod external;
 mod import;
+mod mmap;
 mod ops;
 pub mod proto;
 mod tensor;
 
 pub use attrs::{AttrValue, attr_value};
-pub use decode::{SUPPORTED_OPSETS, decode_model, is_default_domain};
+pub use decode::{SUPPORTED_OPSETS, decode_model, decode_model_shared, is_default_domain};
 pub use error::{OnnxError, Unsupported};
-pub use import::{Model, import_model, import_proto, load_model, unsupported_ops};
+pub use import::{
+    Model, import_model, import_proto, load_model, load_model_with, model_dir, unsupported_ops,
+};
 pub use ops::supported_op_types;
 pub use tensor::{
     MAX_TENSOR_BYTES, decode_tensor, dtype_from_onnx, dtype_to_onnx, onnx_type_label,

@@ -287,8 +287,10 @@ pub struct TensorProto {
     pub name: String,
     #[prost(string, tag = "12")]
     pub doc_string: String,
-    #[prost(bytes = "vec", tag = "9")]
-    pub raw_data: Vec<u8>,
+    /// Shared bytes: decoded from a [`bytes::Bytes`] buffer (a memory-mapped
+    /// model file), this is a view of the buffer, not a copy.
+    #[prost(bytes = "bytes", tag = "9")]
+    pub raw_data: bytes::Bytes,
     #[prost(message, repeated, tag = "13")]
     pub external_data: Vec<StringStringEntryProto>,
     #[prost(enumeration = "tensor_proto::DataLocation", tag = "14")]

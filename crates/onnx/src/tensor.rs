@@ -367,7 +367,7 @@ pub fn tensor_to_proto(name: &str, t: &Tensor) -> TensorProto {
         name: name.to_string(),
         dims: t.shape().iter().map(|&d| d as i64).collect(),
         data_type: dtype_to_onnx(t.dtype()),
-        raw_data: to_le_bytes(t.data()),
+        raw_data: to_le_bytes(t.data()).into(),
         ..TensorProto::default()
     }
 }

@@ -127,7 +127,7 @@ fn sizes_must_match() {
     assert!(bad(&p).contains("too much"));
 
     let mut p = t(1, &[2]);
-    p.raw_data = vec![0; 7];
+    p.raw_data = vec![0; 7].into();
     let e = bad(&p);
     assert!(
         e.contains("raw_data has 7 bytes") && e.contains("need 8"),
@@ -155,7 +155,7 @@ fn wrong_or_mixed_fields() {
 
     let mut p = t(1, &[1]);
     p.float_data = vec![1.0];
-    p.raw_data = vec![0; 4];
+    p.raw_data = vec![0; 4].into();
     assert!(bad(&p).contains("several fields"));
 }
 

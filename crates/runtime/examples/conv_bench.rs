@@ -174,6 +174,9 @@ fn main() {
             w_strides: [c as i64 * kk, kk, 3, 1],
             y_strides: [m as i64 * hw, hw, w as i64, 1],
             sizes: [1, c, m, h, w, h, w, 3, 3, 1, 1, 1, 1, 1, 1].map(|v| v as i64),
+            packed_a: std::ptr::null(),
+            bias: std::ptr::null(),
+            bias_stride: 0,
         };
         let col = RefCell::new(vec![0f32; k * n]);
         let y2 = RefCell::new(vec![0f32; m * n]);

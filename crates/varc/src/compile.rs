@@ -4,7 +4,7 @@ use crate::LoadedModel;
 use anyhow::{Context, Result, bail};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use varc_backend_cpu::{JitProgram, Target};
+use varc_backend_cpu::{JitOptions, JitProgram, Target};
 use varc_ir::Tensor;
 use varc_ir::kernel::plan::{MemoryPlan, plan};
 use varc_ir::kernel::{BufKind, Program};
@@ -14,7 +14,6 @@ use varc_runtime::pool::ThreadPool;
 
 /// A model compiled to native code for this machine.
 pub struct Executable {
-    pub program: Program,
     pub plan: MemoryPlan,
     jit: JitProgram,
     pub(crate) input_names: Vec<String>,
@@ -52,10 +51,15 @@ impl LoadedModel {
             );
         }
         let program = varc_ir::lower::lower_with(graph, &inferred.consts, opts)?;
+        crate::timing::mark("lowering");
+        let program = self.fuse_kernels(program);
+        crate::timing::mark("kernel fusion");
         // Coalescing changes no value (not even bits): always on.
-        Ok(varc_ir::kernel::coalesce::coalesce_reductions(
-            self.fuse_kernels(program),
-        ))
+        let program = varc_ir::kernel::coalesce::coalesce_reductions(program);
+        crate::timing::mark("coalesce");
+        drop(optimized);
+        crate::timing::mark("drop optimised graph");
+        Ok(program)
     }
 
     /// Kernel fusion ([`varc_ir::kernel::fuse`]) on a lowered program,
@@ -84,33 +88,38 @@ impl LoadedModel {
     /// Compiles for the host CPU (JIT).
     pub fn compile_host(&self) -> Result<Executable> {
         let t0 = Instant::now();
-        // The JIT runs tagged attention and convolution kernels through the
-        // runtime's microkernels when microkernels are on (AOT and CUDA
-        // keep the five-kernel attention and im2col); `VARC_FUSED_ATTENTION=0`
-        // and `VARC_CONV_UKERNEL=0` keep those here too (for comparisons).
-        let ukernels = varc_backend_cpu::JitOptions::default().ukernels;
-        let env_on = |name| std::env::var(name).map_or(true, |v| v != "0");
-        let program = self.lower_with(&LowerOptions {
-            fused_attention: ukernels && env_on("VARC_FUSED_ATTENTION"),
-            conv_library: ukernels && env_on("VARC_CONV_UKERNEL"),
-        })?;
-        let plan = plan(&program);
-        plan.check(&program).map_err(anyhow::Error::msg)?;
-        let jit = varc_backend_cpu::compile_jit(&program)?;
-        let words = plan.arena_bytes.div_ceil(16);
-        Ok(Executable {
-            input_names: self.inputs().into_iter().map(|(n, _)| n).collect(),
-            output_names: self.output_names(),
-            arena: Mutex::new(vec![0u128; words]),
-            compile_ms: t0.elapsed().as_secs_f64() * 1e3,
-            profile: std::env::var("VARC_PROFILE")
-                .is_ok_and(|v| v == "1" || v == "all")
-                .then(|| Mutex::new((vec![0.0; program.kernels.len()], 0))),
-            pool: Arc::new(ThreadPool::new(1)),
-            program,
-            plan,
-            jit,
-        })
+        let program = self.lower_with(&host_lower_options())?;
+        self.finish_host(program, t0)
+    }
+
+    /// [`LoadedModel::compile_host`] consuming the model, for big models:
+    /// the passes run on the model's own graph (no copy), which is dropped
+    /// once lowered, so the program holds the only reference to each
+    /// weight and the JIT frees a weight read only through its packed copy
+    /// as soon as it is packed. A model's weights are then never resident
+    /// twice (original and packed) while it compiles.
+    pub fn into_executable(mut self) -> Result<Executable> {
+        let t0 = Instant::now();
+        if let Some(opts) = self.pipeline.clone().filter(|_| !self.optimized) {
+            let report = self.optimize(&opts)?;
+            crate::timing::passes(&report);
+        }
+        let program = self.lower_with(&host_lower_options())?;
+        let names = (
+            self.inputs().into_iter().map(|(n, _)| n).collect(),
+            self.output_names(),
+        );
+        drop(self);
+        crate::timing::mark("drop graph");
+        finish_host(program, t0, names)
+    }
+
+    fn finish_host(&self, program: Program, t0: Instant) -> Result<Executable> {
+        let names = (
+            self.inputs().into_iter().map(|(n, _)| n).collect(),
+            self.output_names(),
+        );
+        finish_host(program, t0, names)
     }
 
     /// Compiles every kernel for `target` without running anything (for
@@ -121,7 +130,58 @@ impl LoadedModel {
     }
 }
 
+/// Lowering options for the host JIT: it runs tagged attention and
+/// convolution kernels through the runtime's microkernels when microkernels
+/// are on (AOT and CUDA keep the five-kernel attention and im2col);
+/// `VARC_FUSED_ATTENTION=0` and `VARC_CONV_UKERNEL=0` keep those here too
+/// (for comparisons).
+fn host_lower_options() -> LowerOptions {
+    let ukernels = JitOptions::default().ukernels;
+    let env_on = |name| std::env::var(name).map_or(true, |v| v != "0");
+    LowerOptions {
+        fused_attention: ukernels && env_on("VARC_FUSED_ATTENTION"),
+        conv_library: ukernels && env_on("VARC_CONV_UKERNEL"),
+    }
+}
+
+/// Plans memory for `program` and JIT-compiles it; `names` are the model's
+/// input and output names; `t0` is when compilation started.
+fn finish_host(
+    program: Program,
+    t0: Instant,
+    (input_names, output_names): (Vec<String>, Vec<String>),
+) -> Result<Executable> {
+    let plan = plan(&program);
+    plan.check(&program).map_err(anyhow::Error::msg)?;
+    crate::timing::mark("memory plan");
+    let kernels = program.kernels.len();
+    // By value: the JIT keeps the one copy of the program, without the
+    // data of weights its code reads only through packed copies.
+    let jit = varc_backend_cpu::compile_jit_owned(program, JitOptions::default())?;
+    crate::timing::mark("JIT + weight packing");
+    let words = plan.arena_bytes.div_ceil(16);
+    Ok(Executable {
+        input_names,
+        output_names,
+        arena: Mutex::new(vec![0u128; words]),
+        compile_ms: t0.elapsed().as_secs_f64() * 1e3,
+        profile: std::env::var("VARC_PROFILE")
+            .is_ok_and(|v| v == "1" || v == "all")
+            .then(|| Mutex::new((vec![0.0; kernels], 0))),
+        pool: Arc::new(ThreadPool::new(1)),
+        plan,
+        jit,
+    })
+}
+
 impl Executable {
+    /// The kernel program compiled. Weights the code reads only through
+    /// copies packed at compile time hold no data here
+    /// ([`JitProgram::released_weights`]).
+    pub fn program(&self) -> &Program {
+        self.jit.program()
+    }
+
     /// Runs on `threads` threads (the caller's included; at least 1).
     /// Large kernels are split into tasks so that every output element is
     /// computed by one thread exactly as in a one-thread run: outputs are
@@ -156,19 +216,19 @@ impl Executable {
                 );
             }
         }
-        let mut outputs: Vec<Tensor> = self
-            .program
+        let program = self.jit.program();
+        let mut outputs: Vec<Tensor> = program
             .outputs
             .iter()
             .map(|&b| {
-                let buf = self.program.buffer(b);
+                let buf = program.buffer(b);
                 Tensor::zeros(buf.dtype, buf.shape.clone()).map_err(anyhow::Error::msg)
             })
             .collect::<Result<_>>()?;
         let mut arena = self.arena.lock().unwrap_or_else(|e| e.into_inner());
         let base = arena.as_mut_ptr() as *mut u8;
-        let mut ptrs: Vec<*mut u8> = Vec::with_capacity(self.program.buffers.len());
-        for (i, b) in self.program.buffers.iter().enumerate() {
+        let mut ptrs: Vec<*mut u8> = Vec::with_capacity(program.buffers.len());
+        for (i, b) in program.buffers.iter().enumerate() {
             ptrs.push(match &b.kind {
                 BufKind::Input(k) => {
                     let t = ordered[*k];
@@ -186,6 +246,7 @@ impl Executable {
                     t.data().as_ptr() as *mut u8
                 }
                 BufKind::Output(k) => outputs[*k].as_mut_ptr(),
+                // A released weight's (empty) storage is never dereferenced.
                 BufKind::Weight(t) => t.data().as_ptr() as *mut u8,
                 BufKind::Temp => {
                     let off = self.plan.offsets[i].expect("every temp is planned");
@@ -196,7 +257,8 @@ impl Executable {
         // SAFETY: `ptrs` has one pointer per program buffer, each to storage
         // of exactly that buffer's size and dtype: inputs were checked above,
         // outputs were allocated from the buffers' shapes, weights are the
-        // program's own tensors, and temps lie inside the arena, which
+        // program's own tensors (those released by the JIT are read only
+        // through their packed copies, never at this address), and temps lie inside the arena, which
         // `plan.check` proved large enough and free of overlaps between
         // buffers live at the same time (so no kernel writes memory it also
         // reads through another buffer). Kernels never store to inputs or
@@ -225,7 +287,7 @@ impl Executable {
         status.map_err(|(k, code)| {
             anyhow::anyhow!(
                 "kernel '{}' stopped: {}",
-                self.program.kernels[k].name,
+                program.kernels[k].name,
                 varc_backend_cpu::status_message(code)
             )
         })?;
@@ -254,7 +316,7 @@ impl Drop for Executable {
         // `VARC_PROFILE=all` lists every kernel and sums by routine.
         let all = std::env::var("VARC_PROFILE").is_ok_and(|v| v == "all");
         for &i in order.iter().take(if all { usize::MAX } else { 25 }) {
-            let k = &self.program.kernels[i];
+            let k = &self.jit.program().kernels[i];
             eprintln!(
                 "{:>9.3} ms {:>5.1}%  #{i:<4} {:<30} domain {:?} [{}]",
                 times[i] / runs as f64,
@@ -279,5 +341,42 @@ impl Drop for Executable {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    #[test]
+    fn consuming_compile_matches_and_holds_packed_weights_once() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/minvar_dyn18.onnx");
+        let model = crate::load(&path, &BTreeMap::new()).unwrap();
+        let inputs = model.random_inputs(7).unwrap();
+        let shared = model.compile_host().unwrap();
+        let want = shared.run(&inputs).unwrap();
+        let owned = model.into_executable().unwrap();
+        let got = owned.run(&inputs).unwrap();
+        assert_eq!(got.len(), want.len());
+        for ((gn, g), (wn, w)) in got.iter().zip(&want) {
+            assert_eq!(gn, wn);
+            assert_eq!(g.shape(), w.shape());
+            assert_eq!(g.data().to_le_bytes(), w.data().to_le_bytes(), "{gn}");
+        }
+        // Both executables keep one copy of the program, with the weights
+        // read only through packed copies emptied.
+        for exe in [&shared, &owned] {
+            let released = exe.jit.released_weights();
+            assert!(!released.is_empty(), "minvar has packed projections");
+            for &b in released {
+                let BufKind::Weight(t) = &exe.program().buffer(b).kind else {
+                    panic!("released buffers are weights");
+                };
+                assert_eq!(t.numel(), 0);
+            }
+        }
+        assert_eq!(shared.jit.released_weights(), owned.jit.released_weights());
     }
 }

@@ -9,10 +9,21 @@ use varc_ir::Tensor;
 use varc_runtime::NamedTensors;
 
 impl LoadedModel {
-    /// Lowers the model and emits PTX plus its launch plan for `target`.
+    /// Lowers the model and emits PTX plus its launch plan for `target`
+    /// (code generation options from the environment, see
+    /// [`varc_backend_cuda::Options::from_env`]).
     pub fn compile_cuda(&self, target: CudaTarget) -> Result<CudaBuild> {
+        self.compile_cuda_with(target, &varc_backend_cuda::Options::from_env()?)
+    }
+
+    /// [`LoadedModel::compile_cuda`] with explicit code generation options.
+    pub fn compile_cuda_with(
+        &self,
+        target: CudaTarget,
+        opts: &varc_backend_cuda::Options,
+    ) -> Result<CudaBuild> {
         let program = self.lower()?;
-        Ok(varc_backend_cuda::build(&program, target)?)
+        Ok(varc_backend_cuda::build_with(&program, target, opts)?)
     }
 }
 

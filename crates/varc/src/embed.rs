@@ -97,8 +97,10 @@ impl Compiler {
         }
         let model =
             crate::load(path, &self.dims).with_context(|| format!("loading {}", path.display()))?;
+        // Consumed: the model's weights are not kept alongside their packed
+        // copies.
         Ok(model
-            .compile_host()
+            .into_executable()
             .with_context(|| format!("compiling {}", path.display()))?
             .with_threads(self.threads))
     }
@@ -129,11 +131,11 @@ impl Executable {
 
     /// `(dtype, shape)` of each input, in the model's order.
     pub fn input_types(&self) -> Vec<(varc_ir::DType, Vec<usize>)> {
-        self.program
+        self.program()
             .inputs
             .iter()
             .map(|&b| {
-                let buf = self.program.buffer(b);
+                let buf = self.program().buffer(b);
                 (buf.dtype, buf.shape.clone())
             })
             .collect()
@@ -141,11 +143,11 @@ impl Executable {
 
     /// `(dtype, shape)` of each output, in the model's order.
     pub fn output_types(&self) -> Vec<(varc_ir::DType, Vec<usize>)> {
-        self.program
+        self.program()
             .outputs
             .iter()
             .map(|&b| {
-                let buf = self.program.buffer(b);
+                let buf = self.program().buffer(b);
                 (buf.dtype, buf.shape.clone())
             })
             .collect()

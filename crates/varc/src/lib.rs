@@ -11,6 +11,7 @@ mod compile;
 pub mod cuda;
 mod embed;
 mod optimize;
+pub mod timing;
 
 pub use compile::Executable;
 pub use embed::Compiler;
@@ -56,7 +57,13 @@ pub fn parse_dims(specs: &[String]) -> Result<BTreeMap<String, usize>> {
 
 /// Loads, verifies and types a model; `dims` binds symbolic dimensions.
 pub fn load(path: &Path, dims: &BTreeMap<String, usize>) -> Result<LoadedModel> {
-    prepare(path, varc_onnx::load_model(path)?, dims)
+    prepare(path, load_onnx(path)?, dims)
+}
+
+/// [`varc_onnx::load_model`], stage by stage for `VARC_TIMING=1`.
+fn load_onnx(path: &Path) -> Result<varc_onnx::Model> {
+    timing::start();
+    Ok(varc_onnx::load_model_with(path, &mut timing::mark)?)
 }
 
 /// Like [`load`], with symbolic dimensions also bound from the shapes of the
@@ -66,7 +73,7 @@ pub fn load_for_inputs(
     dims: &BTreeMap<String, usize>,
     inputs: &[(String, Tensor)],
 ) -> Result<LoadedModel> {
-    let model = varc_onnx::load_model(path)?;
+    let model = load_onnx(path)?;
     let mut bound = bind_from_inputs(&model.graph, inputs)?;
     bound.extend(dims.iter().map(|(k, v)| (k.clone(), *v)));
     prepare(path, model, &bound)
@@ -121,7 +128,7 @@ pub fn load_specialized(
     inputs: &[(String, Tensor)],
     fixed: &[String],
 ) -> Result<LoadedModel> {
-    let mut model = varc_onnx::load_model(path)?;
+    let mut model = load_onnx(path)?;
     let mut bound = bind_from_inputs(&model.graph, inputs)?;
     bound.extend(dims.iter().map(|(k, v)| (k.clone(), *v)));
     let g = &mut model.graph;
@@ -172,8 +179,10 @@ fn prepare(
     dims: &BTreeMap<String, usize>,
 ) -> Result<LoadedModel> {
     varc_ir::verify::verify(&model.graph)?;
+    timing::mark("verify");
     let inferred =
         varc_ir::infer::infer_types_partial(&mut model.graph, dims, &varc_backend_ref::RefFolder)?;
+    timing::mark("type inference");
     Ok(LoadedModel {
         path: path.to_path_buf(),
         model,

@@ -33,12 +33,14 @@ impl LoadedModel {
             return Ok(None);
         };
         let mut g = self.model.graph.clone();
-        let (_, inferred) = run_pipeline(
+        crate::timing::mark("clone graph");
+        let (report, inferred) = run_pipeline(
             &mut g,
             &default_passes(),
             &graph_options(opts),
             &varc_backend_ref::RefFolder,
         )?;
+        crate::timing::passes(&report);
         Ok(Some((g, inferred)))
     }
 }

@@ -48,9 +48,12 @@ fn main_job_writes_ptx_plan_and_weights() {
     assert!(ptx.contains(".version 7.8") && ptx.contains(".target sm_80"));
     let plan: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("plan.json")).expect("plan.json")).unwrap();
-    assert_eq!(plan["format_version"], 1);
+    assert_eq!(plan["format_version"], 2);
     let kernels = plan["kernels"].as_array().unwrap();
     assert_eq!(kernels.len(), ptx.matches(".visible .entry").count());
+    // Contractions run on tensor cores by default.
+    assert!(kernels.iter().any(|k| k["mode"] == "mma"), "{plan}");
+    assert!(ptx.contains("mma.sync.aligned.m16n8k8"));
     let weights = std::fs::metadata(out.join("weights.bin")).unwrap().len();
     assert_eq!(plan["weights_bytes"].as_u64(), Some(weights));
     // Either a device ran it (and the goldens were checked) or it says so.
@@ -101,4 +104,38 @@ fn unknown_cuda_arch_is_a_clear_error() {
     );
     assert!(!ok);
     assert!(stderr.contains("cuda:sm_80"), "{stderr}");
+}
+
+#[test]
+fn cuda_precision_chooses_the_contraction_code() {
+    let dir = scratch("precision");
+    let (ok, stdout, stderr) = output(varc().arg(model("minvar_dyn18.onnx")).args([
+        "--target",
+        "cuda",
+        "--cuda-precision",
+        "f32",
+        "--emit",
+        "ptx",
+    ]));
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains(".entry") && !stdout.contains("mma.sync"));
+    let (ok, _, stderr) = output(varc().arg(model("minvar_dyn18.onnx")).args([
+        "--target",
+        "cuda",
+        "--cuda-precision",
+        "fp8",
+        "--emit",
+        "ptx",
+    ]));
+    assert!(
+        !ok && stderr.contains("expected f32, tf32 or tf32x3"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = output(
+        varc()
+            .arg(model("minvar_dyn18.onnx"))
+            .args(["--cuda-precision", "tf32"]),
+    );
+    assert!(!ok && stderr.contains("--target cuda only"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -263,10 +263,13 @@ fn find_k(g: &Graph, kt: ValueRef, rank: usize) -> Option<ValueRef> {
         }
         let mut perm: Vec<usize> = (0..rank).collect();
         perm.swap(rank - 1, rank - 2);
-        let iota: Vec<usize> = (0..cs.iter().product()).collect();
-        let want = permute(&iota, &cs, &perm)?;
         let want_shape: Vec<usize> = perm.iter().map(|&p| cs[p]).collect();
-        if shape(g, kt)? == want_shape && trace_layout(g, cand, kt)? == want {
+        // The shapes first: the index maps cost a pass over every element.
+        if shape(g, kt)? != want_shape {
+            continue;
+        }
+        let iota: Vec<usize> = (0..cs.iter().product()).collect();
+        if trace_layout(g, cand, kt)? == permute(&iota, &cs, &perm)? {
             return Some(cand);
         }
     }

@@ -78,6 +78,13 @@ impl Pass for MergeProjections {
             merged += group.len();
             merge(g, &name, &group);
             rep.fire(name, what);
+            // The members' weights go now, not after every group is merged:
+            // a big model then never holds all its projections twice.
+            let tops: Vec<NodeId> = group.iter().map(|m| m.out.node).collect();
+            drop(group);
+            for id in tops {
+                remove_unused(g, id);
+            }
         }
         if rep.changed() {
             rep.notes.push(format!(
@@ -104,10 +111,11 @@ struct Member {
     id: NodeId,
     key: Key,
     n: usize,
-    /// Row-major `[K, N]` (`[N, K]` for a Gemm with transB), as
-    /// little-endian element bytes: concatenating in the weight's own dtype
-    /// keeps big models' compile time and memory down (no f64 copy).
-    weight: Vec<u8>,
+    /// Row-major `[K, N]` (`[N, K]` for a Gemm with transB), sharing the
+    /// constant's storage: only merged groups' weights are copied, once,
+    /// in their own dtype, which keeps big models' compile time and memory
+    /// down.
+    weight: Tensor,
     /// Per-output-column bias, already scaled by a Gemm's beta.
     bias: Option<Vec<f64>>,
     /// The value the merged node's Split output replaces.
@@ -160,10 +168,31 @@ fn member(g: &Graph, cx: &PassCx, id: NodeId) -> Result<Member, String> {
         id,
         key: Key { x, k, dtype, gemm },
         n: cols,
-        weight: wt.data().to_le_bytes(),
+        weight: wt.clone(),
         bias,
         out,
     })
+}
+
+/// Removes `id` when nothing reads it, then likewise the nodes it read: the
+/// part of the graph only `id` used (what [`super::eliminate_dead`] would
+/// remove later, restricted to it).
+fn remove_unused(g: &mut Graph, id: NodeId) {
+    let mut stack = vec![id];
+    while let Some(id) = stack.pop() {
+        let Some(node) = g.get(id) else {
+            continue;
+        };
+        let used = (0..node.outputs.len()).any(|slot| {
+            let v = ValueRef { node: id, slot };
+            g.outputs.contains(&v) || !g.consumers(v).is_empty()
+        });
+        if used || g.inputs.contains(&id) {
+            continue;
+        }
+        stack.extend(node.inputs.iter().flatten().map(|v| v.node));
+        g.remove_node(id);
+    }
 }
 
 /// A constant that broadcasts to `[…, n]` along the last axis only, as `n` values.
@@ -213,29 +242,18 @@ fn merge(g: &mut Graph, name: &str, group: &[Member]) {
     let (k, dt) = (key.k, key.dtype);
     let total: usize = group.iter().map(|m| m.n).sum();
     let trans_b = key.gemm.is_some_and(|(_, t)| t);
-    let size = dt.size();
-    let mut w = Vec::with_capacity(k * total * size);
-    if trans_b {
-        // [N_i, K] blocks stack along rows.
-        for m in group {
-            w.extend_from_slice(&m.weight);
-        }
+    // [N_i, K] blocks stack along rows (one "row" of N_i·K elements each);
+    // [K, N_i] blocks sit side by side in each of the K rows.
+    let (parts, rows, w_shape): (Vec<_>, _, _) = if trans_b {
+        let parts = group.iter().map(|m| (m.weight.data(), m.n * k)).collect();
+        (parts, 1, vec![total, k])
     } else {
-        // [K, N_i] blocks sit side by side in each row.
-        for r in 0..k {
-            for m in group {
-                w.extend_from_slice(&m.weight[r * m.n * size..(r + 1) * m.n * size]);
-            }
-        }
-    }
-    let w_shape = if trans_b {
-        vec![total, k]
-    } else {
-        vec![k, total]
+        let parts = group.iter().map(|m| (m.weight.data(), m.n)).collect();
+        (parts, k, vec![k, total])
     };
-    let w = TensorData::from_le_bytes(dt, &w)
-        .and_then(|d| Tensor::new(w_shape, d))
-        .expect("concatenated weight: whole elements of one dtype");
+    let w = TensorData::concat_rows(&parts, rows)
+        .and_then(|d| Tensor::new(w_shape, d).ok())
+        .expect("concatenated weight: members are [K, N_i] (or [N_i, K]) of one dtype");
     let w = add_const(g, &format!("{name}_merged_w"), w);
     let bias = group.iter().any(|m| m.bias.is_some()).then(|| {
         let b: Vec<f64> = group

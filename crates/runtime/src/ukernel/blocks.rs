@@ -72,8 +72,18 @@ pub(super) enum BSrc<'a> {
     /// `j0` (a multiple of the tile's column group).
     Packed { b: &'a PackedB, j0: usize },
     /// The im2col matrix of one image, packed block by block from the
-    /// image; the product's column 0 is point `j0`.
-    Im2col { src: &'a Im2col<'a>, j0: usize },
+    /// image (or read in place by a direct tile); the product's column 0
+    /// is point `j0`. With `a`, A's blocks are taken from a whole A
+    /// packed ahead ([`PackedB::conv_weights`]) whose row `i0` is the
+    /// product's row 0.
+    Im2col {
+        src: &'a Im2col<'a>,
+        j0: usize,
+        a: Option<(&'a PackedB, usize)>,
+        /// Added to row `i` of C once the product is complete (`m`
+        /// values).
+        bias: Option<&'a [f32]>,
+    },
 }
 
 /// C: `out` holds element `(i, j)` at `offset + i·rs + j·cs`.
@@ -122,8 +132,15 @@ pub(super) fn gemm(
         return;
     }
     if k == 0 {
+        let at = c.at(0, 0, m, n, false);
         if !accumulate {
-            super::generic::zero(c.out, &c.at(0, 0, m, n, false));
+            super::generic::zero(c.out, &at);
+        }
+        if let BSrc::Im2col {
+            bias: Some(bias), ..
+        } = b
+        {
+            super::generic::add_rows(c.out, &at, bias);
         }
         return;
     }
@@ -158,7 +175,44 @@ fn blocks(
     if small.is_none() {
         pa.resize(mc.min(m.next_multiple_of(t.mr)) * kc);
     }
-    if let BSrc::Strided(_) | BSrc::Im2col { .. } = b {
+    // B read from the image in place: no panel to pack (the packing
+    // would copy each image float `KH·KW` times to read it once).
+    let direct_src = match b {
+        BSrc::Im2col { src, j0, .. } if src.direct(j0) => Some((src, j0)),
+        _ => None,
+    };
+    let direct = direct_src
+        .filter(|_| small.is_none())
+        .and_then(|(src, j0)| t.direct.map(|f| (f, src, j0)));
+    let small_direct = direct_src
+        .filter(|_| small.is_some())
+        .and_then(|(src, j0)| t.small_direct.map(|f| (f, src, j0)));
+    let bias = match b {
+        BSrc::Im2col { bias, .. } => bias,
+        _ => None,
+    };
+    if let Some(bias) = bias {
+        assert!(bias.len() >= m, "conv bias shorter than the product");
+    }
+    // A packed ahead in the layout `pack_a` would produce for these
+    // blocks: same tile height, depth blocks and sliver-aligned rows.
+    let apacked = match b {
+        BSrc::Im2col {
+            a: Some((p, i0)), ..
+        } if small.is_none()
+            && p.nr() == t.mr
+            && p.k() == k
+            && p.kc().min(k) == kc
+            && i0 % t.mr == 0
+            && mc % t.mr == 0
+            && i0 + m <= p.n() =>
+        {
+            Some((p, i0))
+        }
+        _ => None,
+    };
+    let in_place = direct.is_some() || small_direct.is_some();
+    if let (BSrc::Strided(_) | BSrc::Im2col { .. }, false) = (b, in_place) {
         pb.resize(nc.min(n.next_multiple_of(group)) * kc);
     }
     for jc in (0..n).step_by(nc) {
@@ -166,6 +220,69 @@ fn blocks(
         let width = ncur.next_multiple_of(group);
         for pc in (0..k).step_by(kc) {
             let kcur = kc.min(k - pc);
+            let acc = accumulate || pc > 0;
+            // The bias goes onto each tile as its last depth block lands.
+            let bias = bias.filter(|_| pc + kcur == k);
+            if let (Some((w, _)), Some((f, src, j0))) = (small, small_direct) {
+                let taps = pack::Taps::new(src, pc, kcur);
+                let ap = MatRef {
+                    offset: (a.offset as isize + pc as isize * a.cs) as usize,
+                    ..*a
+                };
+                for jr in (0..ncur).step_by(w) {
+                    // Vectors past the product read the first one's run
+                    // again; the tile does not store them.
+                    let p = j0 + jc + jr;
+                    let b0 = src.point_base(p);
+                    let bases: [isize; 4] = std::array::from_fn(|v| {
+                        let q = jr + v * pack::DIRECT_VEC;
+                        if q < ncur {
+                            src.point_base(p + v * pack::DIRECT_VEC)
+                        } else {
+                            b0
+                        }
+                    });
+                    let at = c.at(0, jc + jr, m, w.min(ncur - jr), acc);
+                    f(kcur, &ap, src.x, &taps, bases, c.out, &at);
+                    if let Some(bias) = bias {
+                        super::generic::add_rows(c.out, &at, bias);
+                    }
+                }
+                continue;
+            }
+            if let Some((f, src, j0)) = direct {
+                let taps = pack::Taps::new(src, pc, kcur);
+                let half = t.nr / 2;
+                for ic in (0..m).step_by(mc) {
+                    let mcur = mc.min(m - ic);
+                    let ablock = a_block(pa, apacked, a, ic, mcur, pc, kcur, t.mr);
+                    for jr in (0..ncur).step_by(t.nr) {
+                        // Columns past the product read the first vector's
+                        // image run again; the tile does not store them.
+                        let b0 = src.point_base(j0 + jc + jr);
+                        let b1 = if jr + half < ncur {
+                            src.point_base(j0 + jc + jr + half)
+                        } else {
+                            b0
+                        };
+                        for ir in (0..mcur).step_by(t.mr) {
+                            let asl = &ablock[ir * kcur..(ir + t.mr) * kcur];
+                            let at = c.at(
+                                ic + ir,
+                                jc + jr,
+                                t.mr.min(mcur - ir),
+                                t.nr.min(ncur - jr),
+                                acc,
+                            );
+                            f(kcur, asl, src.x, &taps, [b0, b1], c.out, &at);
+                            if let Some(bias) = bias {
+                                super::generic::add_rows(c.out, &at, &bias[ic + ir..]);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
             let panel: &[f32] = match b {
                 BSrc::Strided(bm) => {
                     let dst = &mut pb.as_mut_slice()[..width * kcur];
@@ -173,13 +290,12 @@ fn blocks(
                     &pb.as_slice()[..width * kcur]
                 }
                 BSrc::Packed { b, j0 } => b.panel(pc, j0 + jc, width),
-                BSrc::Im2col { src, j0 } => {
+                BSrc::Im2col { src, j0, .. } => {
                     let dst = &mut pb.as_mut_slice()[..width * kcur];
                     pack::pack_b_im2col(dst, src, pc, kcur, j0 + jc, ncur, t.nr);
                     &pb.as_slice()[..width * kcur]
                 }
             };
-            let acc = accumulate || pc > 0;
             if let Some((w, f)) = small {
                 let ap = MatRef {
                     offset: (a.offset as isize + pc as isize * a.cs) as usize,
@@ -188,13 +304,15 @@ fn blocks(
                 for jr in (0..ncur).step_by(w) {
                     let at = c.at(0, jc + jr, m, w.min(ncur - jr), acc);
                     f(kcur, &ap, &panel[jr * kcur..(jr + w) * kcur], c.out, &at);
+                    if let Some(bias) = bias {
+                        super::generic::add_rows(c.out, &at, bias);
+                    }
                 }
                 continue;
             }
             for ic in (0..m).step_by(mc) {
                 let mcur = mc.min(m - ic);
-                let ablock = &mut pa.as_mut_slice()[..mcur.next_multiple_of(t.mr) * kcur];
-                pack::pack_a(ablock, a, ic, mcur, pc, kcur, t.mr);
+                let ablock = a_block(pa, apacked, a, ic, mcur, pc, kcur, t.mr);
                 for jr in (0..ncur).step_by(t.nr) {
                     let bs = &panel[jr * kcur..(jr + t.nr) * kcur];
                     for ir in (0..mcur).step_by(t.mr) {
@@ -207,9 +325,34 @@ fn blocks(
                             acc,
                         );
                         (t.run)(kcur, asl, bs, c.out, &at);
+                        if let Some(bias) = bias {
+                            super::generic::add_rows(c.out, &at, &bias[ic + ir..]);
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// The packed block of A's rows `ic..ic + rows`, depths `pc..pc + kc`:
+/// a panel of A packed ahead, or packed into `pa` now.
+#[allow(clippy::too_many_arguments)]
+fn a_block<'p>(
+    pa: &'p mut AlignedBuf,
+    packed: Option<(&'p PackedB, usize)>,
+    a: &MatRef,
+    ic: usize,
+    rows: usize,
+    pc: usize,
+    kc: usize,
+    mr: usize,
+) -> &'p [f32] {
+    let height = rows.next_multiple_of(mr);
+    if let Some((p, i0)) = packed {
+        return p.panel(pc, i0 + ic, height);
+    }
+    let ablock = &mut pa.as_mut_slice()[..height * kc];
+    pack::pack_a(ablock, a, ic, rows, pc, kc, mr);
+    ablock
 }

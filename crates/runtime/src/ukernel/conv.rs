@@ -20,7 +20,8 @@
 //! counts.
 
 use super::blocks::{self, BSrc, Blocking, CView};
-use super::{Batch, COut, Isa, MatRef, RawB, RawGemm, injective_axes, run_batch};
+use super::pack::DIRECT_VEC;
+use super::{Batch, COut, Isa, MatRef, PackedB, RawB, RawGemm, injective_axes, run_batch};
 use crate::ukernel::attention::span4;
 use std::cell::RefCell;
 
@@ -148,6 +149,28 @@ impl Im2col<'_> {
             && reach(z.out_w, z.stride_w, z.kernel_w, z.dilation_w) <= z.in_w
     }
 
+    /// Tiles may read B from this image in place for the product's
+    /// points from `j0` on ([`super::pack::Taps`]): no tap reaches the
+    /// padding, rows are unit-stride and every vector of
+    /// [`DIRECT_VEC`] points (from `j0`, in steps of `DIRECT_VEC`) lies in
+    /// one output row, i.e. is `DIRECT_VEC` consecutive image floats.
+    pub(super) fn direct(&self, j0: usize) -> bool {
+        let z = &self.shape;
+        self.inside()
+            && z.stride_w == 1
+            && self.strides[2] == 1
+            && z.out_w.is_multiple_of(DIRECT_VEC)
+            && j0.is_multiple_of(DIRECT_VEC)
+    }
+
+    /// The offset in `x` of point `p`'s tap `(0, 0, 0)` (an image with
+    /// [`Im2col::direct`]: no padding, `stride_w == 1`).
+    pub(super) fn point_base(&self, p: usize) -> isize {
+        let z = &self.shape;
+        let (oh, ow) = (p / z.out_w.max(1), p % z.out_w.max(1));
+        self.offset as isize + (oh * z.stride_h) as isize * self.strides[1] + ow as isize
+    }
+
     /// Runs `f(image, j0')` for the product's points `j0..j0 + n`: on this
     /// image (`j0' = j0`), or, when packing from that is cheaper, on a copy
     /// of the rows those points reach, zero-padded to every tap's reach
@@ -248,9 +271,41 @@ pub(super) struct RawIm2col {
     pub ptr: usize,
     pub strides: [isize; 3],
     pub shape: ConvShape,
+    /// The weights packed ahead ([`PackedB::conv_weights`] of this
+    /// convolution's w), or 0.
+    pub packed_a: usize,
+    /// The bias (`bias[m·stride]` for output channel `m`), or address 0.
+    pub bias: (usize, isize),
 }
 
 impl RawIm2col {
+    /// The bias of output channels `i0..i1`, if any.
+    ///
+    /// # Safety
+    ///
+    /// `bias.0` is 0 or `bias.0 + m·bias.1` is a live readable f32 for
+    /// every output channel `m`.
+    pub(super) unsafe fn bias(&self, i0: usize, i1: usize) -> Option<Vec<f32>> {
+        let (ptr, stride) = self.bias;
+        (ptr != 0).then(|| {
+            (i0..i1)
+                // SAFETY: the caller's contract, channel `m < out_channels`.
+                .map(|m| unsafe { *(ptr as *const f32).offset(m as isize * stride) })
+                .collect()
+        })
+    }
+
+    /// The weights packed ahead, if any.
+    ///
+    /// # Safety
+    ///
+    /// `packed_a` is 0 or points to a live [`PackedB`] not dropped while
+    /// the result lives.
+    pub(super) unsafe fn packed_a<'a>(&self) -> Option<&'a PackedB> {
+        // SAFETY: the caller's contract.
+        (self.packed_a != 0).then(|| unsafe { &*(self.packed_a as *const PackedB) })
+    }
+
     /// The image over a slice covering its elements.
     ///
     /// # Safety
@@ -322,6 +377,13 @@ fn flat_stride(axes: &[(usize, isize)]) -> Option<isize> {
         inner = inner.checked_mul(n)?;
     }
     Some(unit.unwrap_or(axes.last().map_or(1, |a| a.1)))
+}
+
+/// W as the `M × K` matrix A: `(rs_a, cs_a)`, or why it is not a plain
+/// matrix.
+pub(super) fn weight_matrix(z: &ConvShape, w: [isize; 4]) -> Result<[isize; 2], String> {
+    let [rs_a, cs_a, _, _] = matrices(z, w, [0, 0, z.out_w as isize, 1])?;
+    Ok([rs_a, cs_a])
 }
 
 /// W as the `M × K` matrix A and Y as the per-image `M × points` matrix C:
@@ -413,7 +475,12 @@ pub fn conv2d(isa: Isa, x: Tensor, w: Tensor, y: TensorMut, shape: &ConvShape) {
                 n,
                 k,
                 &a,
-                BSrc::Im2col { src, j0 },
+                BSrc::Im2col {
+                    src,
+                    j0,
+                    a: None,
+                    bias: None,
+                },
                 c,
                 false,
             )
@@ -443,7 +510,12 @@ pub mod conv_args_layout {
     /// out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
     /// dilation_w, pad_h, pad_w.
     pub const SIZES: usize = STRIDES + 3 * 32;
-    pub const TOTAL: usize = SIZES + 15 * 8;
+    /// `*const PackedB`: w packed ahead, or null.
+    pub const PACKED_A: usize = SIZES + 15 * 8;
+    /// `*const f32`: the bias, or null; then its element stride (i64).
+    pub const BIAS: usize = PACKED_A + 8;
+    pub const BIAS_STRIDE: usize = BIAS + 8;
+    pub const TOTAL: usize = BIAS_STRIDE + 8;
 }
 
 /// The argument block of [`varc_conv2d`] (layout: [`conv_args_layout`]).
@@ -457,11 +529,21 @@ pub struct ConvArgs {
     pub w_strides: [i64; 4],
     pub y_strides: [i64; 4],
     pub sizes: [i64; 15],
+    /// w packed ahead ([`PackedB::conv_weights`] of this call's shape and
+    /// w), or null to pack its blocks per call.
+    pub packed_a: *const PackedB,
+    /// Added to every output of channel `m`: `bias[m·bias_stride]`; null
+    /// for none.
+    pub bias: *const f32,
+    pub bias_stride: i64,
 }
 
 const _: () = assert!(std::mem::size_of::<ConvArgs>() == conv_args_layout::TOTAL);
 const _: () = assert!(std::mem::offset_of!(ConvArgs, x_strides) == conv_args_layout::STRIDES);
 const _: () = assert!(std::mem::offset_of!(ConvArgs, sizes) == conv_args_layout::SIZES);
+const _: () = assert!(std::mem::offset_of!(ConvArgs, packed_a) == conv_args_layout::PACKED_A);
+const _: () = assert!(std::mem::offset_of!(ConvArgs, bias) == conv_args_layout::BIAS);
+const _: () = assert!(std::mem::offset_of!(ConvArgs, bias_stride) == conv_args_layout::BIAS_STRIDE);
 
 impl ConvArgs {
     /// The shape, refusing negative sizes, strides or dilations below 1,
@@ -499,8 +581,9 @@ fn isizes(s: [i64; 4]) -> [isize; 4] {
     s.map(|v| isize::try_from(v).expect("varc_conv2d: stride beyond isize"))
 }
 
-/// The C ABI entry generated code calls: `y = conv(x, w)` as the module
-/// describes, with the operands, strides and sizes in `*args`. When a
+/// The C ABI entry generated code calls: `y = conv(x, w)` (plus the bias
+/// of each output channel when given, added to each finished output as a
+/// separate pass would) as the module describes, with the operands, strides and sizes in `*args`. When a
 /// thread pool is current ([`crate::pool::current`]) and the work is
 /// large, the output points (or channels, when they have more tiles) are
 /// cut into blocks run as tasks, each over every image; each output is
@@ -521,6 +604,10 @@ fn isizes(s: [i64; 4]) -> [isize; 4] {
 ///   (`[batch, out_channels, out_h, out_w]`) in one live writable one.
 /// * y does not overlap x or w, and distinct output indices are distinct
 ///   elements.
+/// * `packed_a` is null or points to a live [`PackedB`] made by
+///   [`PackedB::conv_weights`] from this call's w (checked: its sizes).
+/// * `bias` is null or `bias[m·bias_stride]` is a readable f32 for every
+///   output channel `m`; y does not overlap it.
 /// * Checked: w's `(c, kh, kw)` flatten (`w_strides[1] == KH·w_strides[2]`,
 ///   `w_strides[2] == KW·w_strides[3]`, axes of extent 1 exempt) and y's
 ///   `(oh, ow)` flatten (`y_strides[2] == OW·y_strides[3]`), so that A and C
@@ -554,12 +641,29 @@ pub unsafe extern "C" fn varc_conv2d(args: *const ConvArgs) {
             ptr: a.x as usize,
             strides: [xs[1], xs[2], xs[3]],
             shape: z,
+            packed_a: a.packed_a as usize,
+            bias: (
+                a.bias as usize,
+                isize::try_from(a.bias_stride).expect("varc_conv2d: bias stride beyond isize"),
+            ),
         }),
         c: a.y as usize,
         rs_c,
         cs_c,
         accumulate: false,
     };
+    if !a.packed_a.is_null() {
+        // SAFETY: a non-null `packed_a` is a live PackedB (caller).
+        let p = unsafe { &*a.packed_a };
+        assert!(
+            p.k() == z.k() && p.n() == z.out_channels,
+            "varc_conv2d: packed w is {}x{}, the call's is {}x{}",
+            p.n(),
+            p.k(),
+            z.out_channels,
+            z.k()
+        );
+    }
     let batch = Batch {
         count: z.batch,
         b_step: xs[0],

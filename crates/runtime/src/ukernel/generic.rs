@@ -8,6 +8,8 @@ pub(super) const PORTABLE: Tile = Tile {
     nr: 8,
     run: portable,
     small: None,
+    direct: None,
+    small_direct: None,
 };
 
 fn portable(kc: usize, a: &[f32], b: &[f32], c: COut, at: &At) {
@@ -39,6 +41,25 @@ pub(super) fn store(tile: &[f32], nr: usize, c: COut, at: &At) {
             unsafe {
                 let p = c.ptr.offset(idx);
                 *p = if at.accumulate { *p + v } else { v };
+            }
+        }
+    }
+}
+
+/// Adds `bias[i]` to row `i` of the `at.rows × at.cols` block of C at
+/// `at` (a convolution's bias, right after the block's last depth block
+/// so the block is still in L1): `C + bias` rounded once, as a separate
+/// pass over the finished product would.
+pub(super) fn add_rows(c: COut, at: &At, bias: &[f32]) {
+    at.check(c);
+    assert!(bias.len() >= at.rows, "conv bias shorter than the tile");
+    for (i, &b) in bias[..at.rows].iter().enumerate() {
+        for j in 0..at.cols {
+            let idx = at.offset as isize + i as isize * at.rs + j as isize * at.cs;
+            // SAFETY: as in `store`.
+            unsafe {
+                let p = c.ptr.offset(idx);
+                *p += b;
             }
         }
     }

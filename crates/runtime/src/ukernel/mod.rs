@@ -257,6 +257,19 @@ type RunFn = fn(usize, &[f32], &[f32], COut, &At);
 /// (`b`, `width·kc` floats), and adds or stores `at.rows × at.cols` into C.
 type SmallFn = fn(usize, &MatRef, &[f32], COut, &At);
 
+/// The multiply of one tile with B read straight from a convolution's
+/// image: `direct(kc, a, x, taps, bases, c, at)` is `run` with B's
+/// sliver row `p` being, for each vector `v` of [`pack::DIRECT_VEC`]
+/// columns, the floats `x[bases[v] + taps[p]..][..DIRECT_VEC]` (a tile
+/// with a direct multiply has `nr = 2·DIRECT_VEC`). The tile checks every
+/// read against `x` through [`pack::Taps::fits`].
+type DirectFn = fn(usize, &[f32], &[f32], &pack::Taps, [isize; 2], COut, &At);
+
+/// The small-product multiply with B read from the image in place:
+/// `SmallFn` with the `width = 4·DIRECT_VEC` columns' B rows read as
+/// [`DirectFn`] reads them (`bases[v]` for vector `v`).
+type SmallDirectFn = fn(usize, &MatRef, &[f32], &pack::Taps, [isize; 4], COut, &At);
+
 /// One microkernel family: an `mr × nr` register tile over packed slivers,
 /// and optionally a small-product tile `width` columns wide.
 #[derive(Clone, Copy)]
@@ -265,6 +278,11 @@ struct Tile {
     nr: usize,
     run: RunFn,
     small: Option<(usize, SmallFn)>,
+    /// The tile reading B from a convolution's image in place (no packed
+    /// B panel), when the family has one.
+    direct: Option<DirectFn>,
+    /// The small tile reading B from the image in place.
+    small_direct: Option<SmallDirectFn>,
 }
 
 impl Tile {
@@ -741,6 +759,11 @@ unsafe fn run_part(g: RawGemm, i0: usize, i1: usize, j0: usize, j1: usize) {
             // SAFETY: the caller guarantees the image's elements lie in one
             // live allocation, not written during the call.
             let image = unsafe { x.view() };
+            // SAFETY: the caller passes a live PackedB or none.
+            let packed_a = unsafe { x.packed_a() }.map(|p| (p, i0));
+            // SAFETY: the caller passes a readable bias for every channel
+            // or none.
+            let bias = unsafe { x.bias(i0, i1) };
             let isa = Isa::detect();
             let bl = Blocking::for_shape(isa, g.m, g.n, k);
             image.with_padded(j0, n, |src, j0| {
@@ -751,7 +774,12 @@ unsafe fn run_part(g: RawGemm, i0: usize, i1: usize, j0: usize, j1: usize) {
                     n,
                     k,
                     &a,
-                    blocks::BSrc::Im2col { src, j0 },
+                    blocks::BSrc::Im2col {
+                        src,
+                        j0,
+                        a: packed_a,
+                        bias: bias.as_deref(),
+                    },
                     c,
                     g.accumulate,
                 )

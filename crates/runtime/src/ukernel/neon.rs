@@ -9,6 +9,8 @@ pub(super) const NEON: Tile = Tile {
     nr: 8,
     run: neon,
     small: None,
+    direct: None,
+    small_direct: None,
 };
 
 fn neon(kc: usize, a: &[f32], b: &[f32], c: COut, at: &At) {

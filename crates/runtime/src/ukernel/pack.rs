@@ -13,6 +13,57 @@ fn at(x: &MatRef, r: usize, c: usize) -> usize {
     (x.offset as isize + r as isize * x.rs + c as isize * x.cs) as usize
 }
 
+/// Points per vector of a tile that reads B from the image in place
+/// (`super::DirectFn`).
+pub(super) const DIRECT_VEC: usize = 16;
+
+/// The image offsets of a depth block's taps, for tiles that read B
+/// straight from a convolution's image: depth `p0 + p` (tap `(c, kh, kw)`)
+/// of the point whose tap `(0, 0, 0)` is `x[base]` is `x[base +
+/// offsets()[p]]`, so a vector of [`DIRECT_VEC`] points along an output
+/// row is `x[base + offsets()[p]..][..DIRECT_VEC]`. `lo` and `hi` are the
+/// least and greatest offset, set with the offsets (fields private to this
+/// module), so [`Taps::fits`] can vouch for every read of a tile at once.
+pub(super) struct Taps {
+    offs: Vec<isize>,
+    lo: isize,
+    hi: isize,
+}
+
+impl Taps {
+    /// The taps of depths `p0..p0 + kc` of `src` (image rows with unit
+    /// element stride; the caller checked [`Im2col::direct`]).
+    pub(super) fn new(src: &Im2col, p0: usize, kc: usize) -> Taps {
+        let z = &src.shape;
+        let (kh_n, kw_n) = (z.kernel_h, z.kernel_w);
+        let [cs, hs, ws] = src.strides;
+        let offs: Vec<isize> = (p0..p0 + kc)
+            .map(|r| {
+                let (c, kh, kw) = (r / (kh_n * kw_n), r / kw_n % kh_n, r % kw_n);
+                c as isize * cs
+                    + (kh * z.dilation_h) as isize * hs
+                    + (kw * z.dilation_w) as isize * ws
+            })
+            .collect();
+        let lo = offs.iter().copied().min().unwrap_or(0);
+        let hi = offs.iter().copied().max().unwrap_or(0);
+        Taps { offs, lo, hi }
+    }
+
+    pub(super) fn offsets(&self) -> &[isize] {
+        &self.offs
+    }
+
+    /// Every run `x[base + off..][..DIRECT_VEC]` lies in `0..len`.
+    pub(super) fn fits(&self, base: isize, len: usize) -> bool {
+        base.checked_add(self.lo).is_some_and(|l| l >= 0)
+            && base
+                .checked_add(self.hi)
+                .and_then(|h| h.checked_add(DIRECT_VEC as isize))
+                .is_some_and(|h| h <= len as isize)
+    }
+}
+
 /// One cache line of f32s.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]

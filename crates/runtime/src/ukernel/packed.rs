@@ -1,5 +1,7 @@
 //! B operands packed once (weights at compile time) into the slivers the
-//! tiles stream, so a product packs nothing but its A blocks.
+//! tiles stream, so a product packs nothing but its A blocks; and
+//! convolution weights (A operands) packed the same way, so a convolution
+//! packs nothing at all.
 //!
 //! Layout: depth blocks of `kc` rows one after another; in each, the
 //! columns (zero-padded to a multiple of the tile's column group) as
@@ -8,6 +10,7 @@
 //! column range aligned to the group is a panel without copying.
 
 use super::blocks::{Blocking, kc_for};
+use super::conv::{ConvShape, Tensor};
 use super::pack::{self, AlignedBuf};
 use super::{Isa, MatRef, fits};
 
@@ -52,11 +55,45 @@ impl PackedB {
         );
         let isa = isa.usable();
         let t = isa.tile();
+        PackedB::build(isa, k, n, b, t.nr, t.group())
+    }
+
+    /// A convolution's weights `w` (`[out_channels, in_channels, kernel_h,
+    /// kernel_w]`) as the A operand of [`super::conv`]'s product (`M × K`,
+    /// `M = out_channels`), packed for this machine's tiles in the layout
+    /// the block loops pack A blocks in: per depth block, `mr`-row slivers
+    /// (`[p][i]`, rows past M zero). That is Aᵀ packed as a B operand with
+    /// slivers `mr` wide, so it is stored as one ([`PackedB::panel`] of
+    /// rows `i..i + mr·s` is those rows' packed block).
+    ///
+    /// Errors when w's `(c, kh, kw)` axes do not flatten to one strided
+    /// axis, w does not fit its slice, or `shape` fails
+    /// [`super::conv::ConvShape::check`].
+    pub fn conv_weights(shape: &ConvShape, w: Tensor) -> Result<PackedB, String> {
+        shape.check()?;
+        let [rs, cs] = super::conv::weight_matrix(shape, w.strides)?;
+        let (m, k) = (shape.out_channels, shape.k());
+        let a = MatRef {
+            data: w.data,
+            offset: w.offset,
+            rs: cs,
+            cs: rs,
+        };
+        if !fits(w.data.len(), w.offset, k, m, a.rs, a.cs) {
+            return Err("conv2d: w lies outside its slice".into());
+        }
+        let isa = Isa::detect();
+        let t = isa.tile();
+        Ok(PackedB::build(isa, k, m, a, t.mr, t.mr))
+    }
+
+    /// `b` (`k × n`) in slivers `nr` wide, columns padded to a multiple
+    /// of `group` (itself a multiple of `nr`).
+    fn build(isa: Isa, k: usize, n: usize, b: MatRef, nr: usize, group: usize) -> PackedB {
         let kc = kc_for(k);
-        let width = n.next_multiple_of(t.group());
+        let width = n.next_multiple_of(group);
         // Sliver by sliver through an L1-sized stage, appended in layout
         // order.
-        let nr = t.nr;
         let mut out = pack::LineWriter::with_capacity(width * k);
         let mut stage = vec![0f32; kc * nr];
         for pc in (0..k).step_by(kc) {
@@ -77,10 +114,15 @@ impl PackedB {
             k,
             n,
             kc,
-            nr: t.nr,
+            nr,
             width,
             data,
         }
+    }
+
+    /// Sliver width.
+    pub(super) fn nr(&self) -> usize {
+        self.nr
     }
 
     pub fn k(&self) -> usize {

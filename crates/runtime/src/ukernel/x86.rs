@@ -12,6 +12,7 @@
 //! [`generic::store`].
 
 use super::generic;
+use super::pack::{DIRECT_VEC, Taps};
 use super::{At, COut, MatRef, SMALL_ROWS, Tile, fits};
 use std::arch::x86_64::*;
 
@@ -20,6 +21,8 @@ pub(super) const AVX512: Tile = Tile {
     nr: 32,
     run: avx512,
     small: Some((64, avx512_small)),
+    direct: Some(avx512_direct),
+    small_direct: Some(avx512_small_direct),
 };
 
 pub(super) const AVX2: Tile = Tile {
@@ -27,6 +30,8 @@ pub(super) const AVX2: Tile = Tile {
     nr: 16,
     run: avx2,
     small: None,
+    direct: None,
+    small_direct: None,
 };
 
 /// Calls `$f::<R>($args)` for the row count `$rows` (1..=max).
@@ -84,6 +89,83 @@ unsafe fn tile512<const R: usize>(kc: usize, a: *const f32, b: *const f32, c: CO
             }
             ap = ap.wrapping_add(12);
             bp = bp.wrapping_add(32);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store512(&acc, c, at) }
+}
+
+fn avx512_direct(
+    kc: usize,
+    a: &[f32],
+    x: &[f32],
+    taps: &Taps,
+    bases: [isize; 2],
+    c: COut,
+    at: &At,
+) {
+    const MR: usize = 12;
+    const NR: usize = 2 * DIRECT_VEC;
+    assert!((1..=MR).contains(&at.rows) && (1..=NR).contains(&at.cols));
+    assert!(a.len() >= kc * MR && taps.offsets().len() == kc);
+    assert!(
+        bases.iter().all(|&b| taps.fits(b, x.len())),
+        "conv: direct tile reads outside the image"
+    );
+    at.check(c);
+    let (a, x) = (a.as_ptr(), x.as_ptr());
+    let offs = taps.offsets().as_ptr();
+    // SAFETY: avx512f was detected (as for `avx512`); the A sliver holds
+    // `kc` steps, `offs` `kc` offsets, and `Taps::fits` proved
+    // `x[base + off..][..16]` inside `x` for both bases and every offset;
+    // `at.check` proved the valid corner of C inside `c`.
+    unsafe {
+        by_rows!(
+            at.rows,
+            direct512,
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+            (kc, a, x, offs, bases, c, at)
+        )
+    }
+}
+
+/// [`tile512`] with B row `p` read from the image: its two 16-column
+/// vectors start at `x + bases[v] + offs[p]`. The same FMAs in the same
+/// order as on a packed copy of those rows, so results are bit-identical
+/// to the packed path.
+///
+/// # Safety
+///
+/// avx512f is available; `a` holds `kc·12` floats, `offs` `kc` offsets;
+/// `x + bases[v] + offs[p]` starts 16 readable floats for every `v`, `p`;
+/// the `R × at.cols` corner of C at `at` lies inside `c`.
+#[target_feature(enable = "avx512f")]
+unsafe fn direct512<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    x: *const f32,
+    offs: *const isize,
+    bases: [isize; 2],
+    c: COut,
+    at: &At,
+) {
+    prefetch_c::<R>(c, at);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let (x0, x1) = (x.wrapping_offset(bases[0]), x.wrapping_offset(bases[1]));
+    let mut ap = a;
+    for p in 0..kc {
+        // SAFETY: step p reads offset p, 12 floats of the A sliver and
+        // the two 16-float image runs the caller vouches for.
+        unsafe {
+            let o = *offs.add(p);
+            let b0 = _mm512_loadu_ps(x0.wrapping_offset(o));
+            let b1 = _mm512_loadu_ps(x1.wrapping_offset(o));
+            for (i, r) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*ap.add(i));
+                r[0] = _mm512_fmadd_ps(ai, b0, r[0]);
+                r[1] = _mm512_fmadd_ps(ai, b1, r[1]);
+            }
+            ap = ap.wrapping_add(12);
         }
     }
     // SAFETY: the caller's contract.
@@ -152,6 +234,85 @@ unsafe fn small512<const R: usize>(
             }
             b0 = b0.wrapping_add(32);
             b1 = b1.wrapping_add(32);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store512(&acc, c, at) }
+}
+
+fn avx512_small_direct(
+    kc: usize,
+    a: &MatRef,
+    x: &[f32],
+    taps: &Taps,
+    bases: [isize; 4],
+    c: COut,
+    at: &At,
+) {
+    assert!((1..=SMALL_ROWS).contains(&at.rows) && (1..=4 * DIRECT_VEC).contains(&at.cols));
+    assert!(taps.offsets().len() == kc);
+    assert!(
+        fits(a.data.len(), a.offset, at.rows, kc, a.rs, a.cs),
+        "sgemm: A outside its slice"
+    );
+    assert!(
+        bases.iter().all(|&b| taps.fits(b, x.len())),
+        "conv: direct tile reads outside the image"
+    );
+    at.check(c);
+    // SAFETY: offset of A's element (0, 0) inside `a.data` (just checked).
+    let a0 = unsafe { a.data.as_ptr().add(a.offset) };
+    let offs = taps.offsets().as_ptr();
+    // SAFETY: as for `avx512_small` for A and C; `Taps::fits` proved every
+    // 16-float image run the tile reads inside `x`.
+    unsafe {
+        by_rows!(
+            at.rows,
+            small_direct512,
+            [1, 2, 3, 4],
+            (kc, a0, a.rs, a.cs, x.as_ptr(), offs, bases, c, at)
+        )
+    }
+}
+
+/// [`small512`] with B row `p`'s four 16-column vectors read from
+/// `x + bases[v] + offs[p]`: the same FMAs in the same order, so
+/// bit-identical to the packed path.
+///
+/// # Safety
+///
+/// avx512f is available; A's `R × kc` block is readable, `offs` holds
+/// `kc` offsets, `x + bases[v] + offs[p]` starts 16 readable floats for
+/// every `v`, `p`; the `R × at.cols` corner of C at `at` lies inside `c`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_direct512<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    rs: isize,
+    cs: isize,
+    x: *const f32,
+    offs: *const isize,
+    bases: [isize; 4],
+    c: COut,
+    at: &At,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 4]; R];
+    let mut rows: [*const f32; R] = std::array::from_fn(|i| a.wrapping_offset(i as isize * rs));
+    let xb = bases.map(|b| x.wrapping_offset(b));
+    for p in 0..kc {
+        // SAFETY: step p reads A's (i, p) for i < R (inside the block),
+        // offset p and the four image runs the caller vouches for.
+        unsafe {
+            let o = *offs.add(p);
+            let xv = xb.map(|q| _mm512_loadu_ps(q.wrapping_offset(o)));
+            for (r, row) in acc.iter_mut().zip(rows.iter_mut()) {
+                let ai = _mm512_set1_ps(**row);
+                for (v, b) in r.iter_mut().zip(xv) {
+                    *v = _mm512_fmadd_ps(ai, b, *v);
+                }
+                *row = row.wrapping_offset(cs);
+            }
         }
     }
     // SAFETY: the caller's contract.

@@ -20,6 +20,10 @@ pub fn run(
     tolerance: (f64, f64),
 ) -> Result<ExitCode> {
     let target = CudaTarget::parse(&args.target)?;
+    let mut opts = varc_backend_cuda::Options::from_env()?;
+    if let Some(p) = &args.cuda_precision {
+        opts.precision = varc_backend_cuda::Precision::parse(p)?;
+    }
     match args.emit {
         None => {}
         Some(Emit::Kernels) => {
@@ -27,7 +31,7 @@ pub fn run(
             return write_or_print(text, args.emit_path());
         }
         Some(Emit::Ptx) => {
-            let text = model.compile_cuda(target)?.ptx;
+            let text = model.compile_cuda_with(target, &opts)?.ptx;
             return write_or_print(text, args.emit_path());
         }
         Some(_) => bail!(
@@ -36,7 +40,7 @@ pub fn run(
         ),
     }
     let t0 = Instant::now();
-    let build = model.compile_cuda(target)?;
+    let build = model.compile_cuda_with(target, &opts)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
     let dir = args
         .emit_to

@@ -94,6 +94,12 @@ pub struct RunArgs {
     /// pure Cranelift kernels (the only choice for other targets).
     #[arg(long, value_enum, default_value = "none")]
     pub ukernels: UkernelsArg,
+    /// With --target cuda: how contractions use tensor cores. `tf32x3`
+    /// (default) splits each f32 operand into two TF32 parts and keeps
+    /// f32-level accuracy; `tf32` is fastest (relative error ~1e-3);
+    /// `f32` uses no tensor cores. Overrides VARC_CUDA_PRECISION.
+    #[arg(long, value_name = "f32|tf32|tf32x3")]
+    pub cuda_precision: Option<String>,
     /// With --emit so --ukernels link: the static library that defines
     /// varc_sgemm (default: libvarc_capi.a next to the varc executable).
     #[arg(long, value_name = "PATH")]
@@ -170,6 +176,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .unwrap_or((1e-4, 1e-5));
         return crate::commands::cuda::run(&args, &model, &inputs, &source, expect, tol);
     }
+    if args.cuda_precision.is_some() {
+        bail!("--cuda-precision applies to --target cuda only");
+    }
     let target = Target::parse(&args.target).map_err(anyhow::Error::msg)?;
     let aot_options = args.weights != WeightsArg::Embedded
         || args.ukernels != UkernelsArg::None
@@ -206,7 +215,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 "backend cpu ({})   load {load_ms:.1} ms   compile {:.1} ms ({} kernels)   run {run_ms:.2} ms ({} thread{})",
                 target.triple,
                 exe.compile_ms,
-                exe.program.kernels.len(),
+                exe.program().kernels.len(),
                 exe.threads(),
                 if exe.threads() == 1 { "" } else { "s" }
             );

@@ -161,25 +161,48 @@ fn i64_table(cx: &mut Cx, name: &str, shape: &[usize], v: Vec<i64>) -> View {
     cx.weight(name, t)
 }
 
+/// When `idx[o] = o / r` for every `o` with `r ≥ 2` and `r` dividing
+/// `idx.len()` (nearest upsampling by an integer factor): `r`.
+fn repeat_factor(idx: &[i64]) -> Option<usize> {
+    let r = idx.iter().take_while(|&&i| i == 0).count();
+    (r >= 2
+        && idx.len().is_multiple_of(r)
+        && idx.iter().enumerate().all(|(o, &i)| i == (o / r) as i64))
+    .then_some(r)
+}
+
 /// Every resized axis picks one input per output: one kernel, exact for any
-/// element type.
+/// element type. An axis that repeats each input `r` times (nearest
+/// upsampling by an integer factor) is split into `(input, r)` domain
+/// axes, so its load is affine (no pick table, no bounds check per
+/// element) and the kernel stores the output as a contiguous view.
 fn gather(cx: &mut Cx, x: &View, maps: &[AxisMap], shape: &[usize]) -> View {
     let mut idx = Vec::with_capacity(maps.len());
     let mut gathers = vec![];
+    // The kernel's domain: the output's axes with repeated ones split.
+    let mut domain = Vec::with_capacity(shape.len() + maps.len());
     for (d, m) in maps.iter().enumerate() {
         let picks: Vec<i64> = m.taps.iter().map(|t| t[0].0 as i64).collect();
+        let at = domain.len();
+        let v = out(at);
         if m.is_identity() {
-            idx.push(out(d));
+            idx.push(v);
+            domain.push(shape[d]);
+        } else if let Some(r) = repeat_factor(&picks) {
+            idx.push(v);
+            domain.extend([m.out_len / r, r]);
         } else if let Some((a, b)) = affine_picks(&picks) {
-            idx.push(lin(&[(Var::Out(d), a)], b));
+            idx.push(lin(&[(Var::Out(at), a)], b));
+            domain.push(shape[d]);
         } else {
             idx.push(Affine::constant(0));
             let table = i64_table(cx, "resize_pick", &[m.out_len], picks);
             gathers.push(GatherTerm {
-                index: table.load(&[out(d)]),
+                index: table.load(&[v]),
                 dim: m.in_len,
                 stride: x.strides[d],
             });
+            domain.push(shape[d]);
         }
     }
     let access = Access {
@@ -193,7 +216,10 @@ fn gather(cx: &mut Cx, x: &View, maps: &[AxisMap], shape: &[usize]) -> View {
         fill: 0.0,
     };
     let y = cx.temp(x.dtype, shape);
-    cx.emit(&y, value);
+    let split = y
+        .reshape(&domain)
+        .expect("a fresh temp reshapes to a split of its axes");
+    cx.emit(&split, value);
     y
 }
 
@@ -257,4 +283,24 @@ fn axis_value(cx: &mut Cx, cur: &View, d: usize, m: &AxisMap, work: DType) -> Ex
         value = Expr::select(mask_v.load(&[out(d)]), konst(fill, work), value);
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repeat_factor;
+
+    #[test]
+    fn repeat_factors() {
+        assert_eq!(repeat_factor(&[0, 0, 1, 1, 2, 2]), Some(2));
+        assert_eq!(repeat_factor(&[0, 0, 0, 1, 1, 1]), Some(3));
+        assert_eq!(repeat_factor(&[0, 0, 0]), Some(3));
+        // Identity, downsampling, uneven and shifted picks are not repeats.
+        assert_eq!(repeat_factor(&[0, 1, 2]), None);
+        assert_eq!(repeat_factor(&[0, 2, 4]), None);
+        assert_eq!(repeat_factor(&[0, 0, 1, 1, 1]), None);
+        assert_eq!(repeat_factor(&[0, 0, 1, 2, 2]), None);
+        assert_eq!(repeat_factor(&[0, 0, 1, 1, 2]), None);
+        assert_eq!(repeat_factor(&[1, 1, 2, 2]), None);
+        assert_eq!(repeat_factor(&[]), None);
+    }
 }

@@ -168,6 +168,75 @@ fn cases() -> Vec<Case> {
         // 2304 points: several column blocks.
         plain(shape((1, 3, 5), (48, 48), [3, 3], one, one, one, [0, 0])),
     ];
+    // Output rows a multiple of 16 (B read from the image in place):
+    // VQVAE's 32×32 and 16×16 convolutions (through the padded copy),
+    // no padding (read from x itself), 80 points (a half-filled last
+    // tile), stride 2 along h only.
+    v.push(plain(shape(
+        (1, 32, 64),
+        (32, 32),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    v.push(plain(shape(
+        (1, 64, 64),
+        (16, 16),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    v.push(plain(shape(
+        (1, 9, 13),
+        (18, 34),
+        [3, 3],
+        one,
+        one,
+        [0, 0],
+        [0, 0],
+    )));
+    v.push(plain(shape(
+        (1, 7, 25),
+        (5, 16),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    v.push(plain(shape(
+        (1, 5, 30),
+        (9, 16),
+        [3, 3],
+        [2, 1],
+        one,
+        one,
+        [0, 0],
+    )));
+    // Small-row products read in place: VQVAE's last convolution (M = 3)
+    // and 80 points (a last 64-column tile with one valid vector).
+    v.push(plain(shape(
+        (1, 32, 3),
+        (32, 32),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    v.push(plain(shape(
+        (1, 9, 4),
+        (5, 16),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
     // Batch 2, x a channel slice of a bigger tensor, y with padded planes.
     let b2 = shape((2, 17, 33), (9, 16), [3, 3], one, one, one, [0, 0]);
     v.push(Case {
@@ -459,6 +528,9 @@ fn args(z: &ConvShape, d: &Data, y: &mut [f32]) -> ConvArgs {
             z.pad_w,
         ]
         .map(|v| v as i64),
+        packed_a: std::ptr::null(),
+        bias: std::ptr::null(),
+        bias_stride: 0,
     }
 }
 
@@ -543,6 +615,9 @@ fn conv_abi_empty_does_nothing() {
         w_strides: [0; 4],
         y_strides: [0; 4],
         sizes: [0; 15],
+        packed_a: std::ptr::null(),
+        bias: std::ptr::null(),
+        bias_stride: 0,
     };
     let sizes = [
         z.batch,
@@ -583,7 +658,11 @@ fn conv_args_layout_matches() {
         std::mem::offset_of!(ConvArgs, y_strides),
         conv_args_layout::STRIDES + 64
     );
-    assert_eq!(conv_args_layout::TOTAL, 240);
+    assert_eq!(
+        std::mem::offset_of!(ConvArgs, packed_a),
+        conv_args_layout::PACKED_A
+    );
+    assert_eq!(conv_args_layout::TOTAL, 264);
 }
 
 #[test]
@@ -772,5 +851,240 @@ fn conv_pack_speed() {
             ti * 1e6,
             tb * 1e6
         );
+    }
+}
+
+/// The cases whose B the AVX-512 tiles read from the image in place (no
+/// packed panel) are those with output rows a multiple of 16 and unit
+/// steps along w; the shapes added for it above take that path.
+#[test]
+fn conv_direct_path_taken() {
+    let direct = |cs: &Case| {
+        let d = data(cs, 1);
+        let src = Im2col {
+            x: &d.x,
+            offset: d.x_off,
+            strides: [d.xs[1], d.xs[2], d.xs[3]],
+            shape: cs.z,
+        };
+        src.with_padded(0, cs.z.points(), |src, j0| src.direct(j0))
+    };
+    let all = cases();
+    let taken: Vec<_> = all.iter().filter(|cs| direct(cs)).map(|cs| cs.z).collect();
+    // out_w 16, 32 or 48 with stride_w 1: the 16×16, dilated and 48×48
+    // cases, the seven added ones and both batch-2 cases with out_w 16
+    // (x's strided rows reach the tiles through the padded copy).
+    assert_eq!(taken.len(), 12, "{taken:?}");
+    assert_eq!(taken.iter().filter(|z| z.out_channels <= 4).count(), 2);
+    assert!(taken.iter().all(|z| z.out_w % 16 == 0 && z.stride_w == 1));
+    // out_w 5 is packed.
+    assert!(!direct(&all[0]));
+}
+
+/// The taps' bounds: a run reaching past the image is refused, so a
+/// direct tile never reads outside it.
+#[test]
+fn conv_taps_bounds() {
+    use crate::ukernel::pack::{DIRECT_VEC, Taps};
+    let z = shape((1, 2, 1), (4, 16), [3, 3], [1, 1], [1, 1], [0, 0], [0, 0]);
+    let x = vec![0f32; 2 * 4 * 16];
+    let src = Im2col {
+        x: &x,
+        offset: 0,
+        strides: [64, 16, 1],
+        shape: z,
+    };
+    let taps = Taps::new(&src, 0, z.k());
+    // Tap (1, 2, 2) is the farthest: 64 + 32 + 2.
+    assert_eq!(taps.offsets().iter().max(), Some(&98));
+    assert_eq!(taps.offsets().iter().min(), Some(&0));
+    // out_w = 14 here; a run of 16 from the last row's start overhangs.
+    assert!(taps.fits(0, x.len()));
+    assert!(taps.fits((x.len() - 98 - DIRECT_VEC) as isize, x.len()));
+    assert!(!taps.fits((x.len() - 98 - DIRECT_VEC + 1) as isize, x.len()));
+    assert!(!taps.fits(-1, x.len()));
+    assert!(!taps.fits(isize::MAX, x.len()));
+}
+
+/// Weights packed ahead give the same bits as per-call packing, through
+/// the C ABI entry at 1 to 3 threads (row splits start at sliver
+/// boundaries of the packed A), and match the direct loop.
+#[test]
+fn conv_packed_weights_bit_identical() {
+    let one = [1, 1];
+    let mut all = cases();
+    // Enough work for the pool to split: by points, then by channels.
+    all.push(plain(shape(
+        (2, 17, 24),
+        (20, 20),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    all.push(plain(shape(
+        (1, 32, 200),
+        (4, 4),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    all.push(plain(shape(
+        (1, 64, 64),
+        (32, 32),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    for (ci, cs) in all.iter().enumerate() {
+        let z = &cs.z;
+        let d = data(cs, 700 + ci as u64);
+        let plain_y = run_abi(1, cs, &d);
+        let packed = PackedB::conv_weights(
+            z,
+            Tensor {
+                data: &d.w,
+                offset: 0,
+                strides: d.ws,
+            },
+        )
+        .unwrap();
+        assert_eq!((packed.n(), packed.k()), (z.out_channels, z.k()));
+        for threads in [1, 2, 3] {
+            let mut y = vec![f32::NAN; d.y_len];
+            let a = ConvArgs {
+                packed_a: &packed,
+                ..args(z, &d, &mut y)
+            };
+            // SAFETY: as in `run_abi`; `packed` is w packed for this shape
+            // and outlives the call.
+            let call = || unsafe { varc_conv2d(&a) };
+            if threads > 1 {
+                Arc::new(ThreadPool::new(threads)).install(call);
+            } else {
+                call();
+            }
+            if threads == 1 {
+                check_against_reference("packed w", cs, &d, &y);
+            }
+            let (g, w) = (outputs(z, &d, &y), outputs(z, &d, &plain_y));
+            assert!(
+                g.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{threads} threads {z:?}: packed w differs"
+            );
+        }
+    }
+}
+
+#[test]
+fn conv_weights_refuses_unflattened() {
+    let z = shape((1, 2, 3), (4, 4), [3, 3], [1, 1], [1, 1], [1, 1], [0, 0]);
+    let w = vec![0f32; 1000];
+    // (c, kh, kw) strides that do not flatten: kh's stride is not 3·kw's.
+    let r = PackedB::conv_weights(
+        &z,
+        Tensor {
+            data: &w,
+            offset: 0,
+            strides: [40, 20, 4, 1],
+        },
+    );
+    assert!(r.is_err());
+    // Outside the slice.
+    let r = PackedB::conv_weights(
+        &z,
+        Tensor {
+            data: &w[..50],
+            offset: 0,
+            strides: [18, 9, 3, 1],
+        },
+    );
+    assert!(r.is_err());
+}
+
+/// A bias given to the call is each channel's value added once to the
+/// finished sum: bit-identical to adding it to the unbiased result
+/// afterwards (what the generated epilogue did), at 1 to 3 threads, on
+/// the packed, direct and small-row paths, with a strided bias.
+#[test]
+fn conv_bias_added_once() {
+    let one = [1, 1];
+    let mut all = cases();
+    all.push(plain(shape(
+        (2, 17, 24),
+        (20, 20),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    all.push(plain(shape(
+        (1, 32, 200),
+        (4, 4),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    all.push(plain(shape(
+        (1, 64, 3),
+        (24, 24),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    for (ci, cs) in all.iter().enumerate() {
+        let z = &cs.z;
+        let d = data(cs, 900 + ci as u64);
+        let plain_y = run_abi(1, cs, &d);
+        // Every other element of a buffer: stride 2.
+        let bias: Vec<f32> = (0..2 * z.out_channels)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0)
+            .collect();
+        let want: Vec<f32> = {
+            let mut y = plain_y.clone();
+            for n in 0..z.batch {
+                for m in 0..z.out_channels {
+                    for oh in 0..z.out_h {
+                        for ow in 0..z.out_w {
+                            y[at(0, d.ys, [n, m, oh, ow])] += bias[2 * m];
+                        }
+                    }
+                }
+            }
+            outputs(z, &d, &y)
+        };
+        for threads in [1, 2, 3] {
+            let mut y = vec![f32::NAN; d.y_len];
+            let a = ConvArgs {
+                bias: bias.as_ptr(),
+                bias_stride: 2,
+                ..args(z, &d, &mut y)
+            };
+            // SAFETY: as in `run_abi`; `bias` holds element `2·m` for every
+            // output channel m.
+            let call = || unsafe { varc_conv2d(&a) };
+            if threads > 1 {
+                Arc::new(ThreadPool::new(threads)).install(call);
+            } else {
+                call();
+            }
+            let got = outputs(z, &d, &y);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{threads} threads {z:?}: bias not added once"
+            );
+        }
     }
 }
