@@ -222,15 +222,12 @@ impl Fx<'_, '_> {
         self.f32_from_bits(bits)
     }
 
-    pub fn exp(&mut self, x: Value) -> Value {
-        // Clamp by compare-and-select: x86 `fmax`/`fmin` with IEEE NaN
-        // rules cost about eight instructions each; a NaN compares false
-        // and stays NaN either way.
-        let (lo, hi) = (self.c(-104.0), self.c(88.8));
-        let below = self.cmp(FloatCC::LessThan, x, lo);
-        let x = self.sel(below, lo, x);
-        let above = self.cmp(FloatCC::GreaterThan, x, hi);
-        let x = self.sel(above, hi, x);
+    /// `exp(x) = y·2ⁿ`: Cody–Waite reduction `r = x − n·ln 2` with
+    /// `n = round(x·log₂e)`, `y = 1 + r + r²·P(r)` (Cephes degree 6), and
+    /// `n` as an integer. `n` is integral and small, so its value is the
+    /// low bits of `n + 1.5·2²³` (cheaper than a saturating conversion; a
+    /// NaN x makes garbage bits, but then y is NaN already).
+    fn exp_parts(&mut self, x: Value) -> (Value, Value) {
         let log2e = self.c(std::f32::consts::LOG2_E);
         let t = self.mul(x, log2e);
         let n = self.b.ins().nearest(t);
@@ -252,15 +249,24 @@ impl Fx<'_, '_> {
         let one = self.c(1.0);
         let r1 = self.add(r, one);
         let y = self.mul_add(p, z, r1);
-        // y · 2^n with 2^n = 2^h · 2^(n-h) so that n in [-150, 128] works.
-        // n is integral in [-151, 129]: its value is the low bits of
-        // n + 1.5·2²³ (cheaper than a saturating conversion; a NaN n makes
-        // garbage bits, but then y is NaN already).
         let magic = self.c(12_582_912.0);
         let nm = self.add(n, magic);
         let nm = self.bits_of(nm);
         let magic_bits = self.ci(0x4B40_0000);
-        let ni = self.b.ins().isub(nm, magic_bits);
+        (y, self.b.ins().isub(nm, magic_bits))
+    }
+
+    pub fn exp(&mut self, x: Value) -> Value {
+        // Clamp by compare-and-select: x86 `fmax`/`fmin` with IEEE NaN
+        // rules cost about eight instructions each; a NaN compares false
+        // and stays NaN either way.
+        let (lo, hi) = (self.c(-104.0), self.c(88.8));
+        let below = self.cmp(FloatCC::LessThan, x, lo);
+        let x = self.sel(below, lo, x);
+        let above = self.cmp(FloatCC::GreaterThan, x, hi);
+        let x = self.sel(above, hi, x);
+        let (y, ni) = self.exp_parts(x);
+        // y · 2^n with 2^n = 2^h · 2^(n-h) so that n in [-150, 128] works.
         let h = self.b.ins().sshr_imm_u(ni, 1);
         let rest = self.b.ins().isub(ni, h);
         let s1 = self.pow2(h);
@@ -398,34 +404,7 @@ impl Fx<'_, '_> {
     fn exp_nonpositive(&mut self, x: Value) -> Value {
         let lo = self.c(-87.0);
         let below = self.cmp(FloatCC::LessThan, x, lo);
-        let log2e = self.c(std::f32::consts::LOG2_E);
-        let t = self.mul(x, log2e);
-        let n = self.b.ins().nearest(t);
-        let (c1, c2) = (self.c(-0.693_359_4), self.c(2.121_944_4e-4));
-        let r = self.mul_add(n, c1, x);
-        let r = self.mul_add(n, c2, r);
-        let p = self.horner(
-            r,
-            &[
-                1.987_569_1e-4,
-                1.398_199_9e-3,
-                8.333_452e-3,
-                4.166_579_6e-2,
-                0.166_666_65,
-                0.5,
-            ],
-        );
-        let z = self.mul(r, r);
-        let one = self.c(1.0);
-        let r1 = self.add(r, one);
-        let y = self.mul_add(p, z, r1);
-        // n is integral in [−126, 0] (or garbage for a NaN x, which makes
-        // y NaN already): its value is the low bits of n + 1.5·2²³.
-        let magic = self.c(12_582_912.0);
-        let nm = self.add(n, magic);
-        let nm = self.bits_of(nm);
-        let magic_bits = self.ci(0x4B40_0000);
-        let ni = self.b.ins().isub(nm, magic_bits);
+        let (y, ni) = self.exp_parts(x);
         let s = self.pow2(ni);
         let y = self.mul(y, s);
         // Lanes below −87 computed garbage from an unclamped n; NaN lanes

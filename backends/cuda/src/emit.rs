@@ -186,6 +186,19 @@ pub fn kernel(p: &Program, index: usize, opts: &crate::Options, out: &mut String
         return entry(p, index, out, |_| Ok(Launch::EMPTY));
     }
     if !serial
+        && let Some(a) = crate::attention::tagged(k)
+        && let Some(t) = crate::attention::plan(a)
+    {
+        return entry(p, index, out, |em| em.attention(a, t));
+    }
+    if !serial
+        && opts.precision != crate::Precision::F32
+        && let Some(g) = crate::gemm::recognise_conv(p, k)
+        && g.launchable(&k.domain)
+    {
+        return entry(p, index, out, |em| em.gemm(&g, opts.precision));
+    }
+    if !serial
         && opts.precision != crate::Precision::F32
         && let Some(g) = crate::gemm::recognise(p, k)
         && g.worth_tensor_cores(&k.domain)
@@ -278,7 +291,10 @@ pub fn entry(
         let _ = writeln!(out, "\t.param .u64 {param},");
     }
     let _ = writeln!(out, "\t.param .u64 {status_param}\n)");
-    if matches!(launch.mode, KernelMode::Mma | KernelMode::Warp) {
+    if matches!(
+        launch.mode,
+        KernelMode::Mma | KernelMode::Warp | KernelMode::Attention | KernelMode::Conv
+    ) {
         // The block size these entries are written for (tiles, warps per
         // block): ptxas budgets registers for it, the driver refuses any
         // other. One-thread-per-point entries leave ptxas free (with the

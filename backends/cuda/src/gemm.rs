@@ -55,7 +55,9 @@ use crate::check::index_range;
 use crate::emit::{Em, R, entry_name};
 use crate::plan::{KernelMode, Launch};
 use varc_ir::DType;
-use varc_ir::kernel::{Access, BinaryFn, Expr, Kernel, Program, ReduceFn, Var};
+use varc_ir::kernel::{
+    Access, Affine, BinaryFn, ConvCall, Expr, Kernel, Library, Program, ReduceFn, Var,
+};
 
 /// Rows of C per block.
 pub const BM: usize = 64;
@@ -95,6 +97,9 @@ pub struct Gemm {
     /// The kernel's value (the epilogue is it with the Reduce replaced).
     value: Expr,
     store: Access,
+    /// A kernel tagged `Library::Conv`: B is the im2col matrix, gathered
+    /// from the image while staging, and C's columns are `oh·OW + ow`.
+    conv: Option<ConvCall>,
 }
 
 fn f32_load(p: &Program, e: &Expr) -> Option<Access> {
@@ -216,6 +221,73 @@ pub fn recognise(p: &Program, k: &Kernel) -> Option<Gemm> {
         batch,
         value: k.value.clone(),
         store: st.clone(),
+        conv: None,
+    })
+}
+
+/// A kernel tagged [`Library::Conv`] as an implicit GEMM: `A = W` as
+/// `M × K` (`m = out channel`, `k = (c·KH + kh)·KW + kw`: the tag's W
+/// strides flatten `(c, kh, kw)` with stride `w.strides[3]`, checked), `B`
+/// the im2col matrix `B[k, p]` with `p = oh·OW + ow`, one product per
+/// image. Trusts the tag: the caller validated the kernel, which runs
+/// `varc_ir::kernel::library::check`.
+pub fn recognise_conv(p: &Program, k: &Kernel) -> Option<Gemm> {
+    let Some(Library::Conv(c)) = &k.library else {
+        return None;
+    };
+    let mut sums = 0;
+    let mut others = 0;
+    k.value.visit(&mut |e| {
+        if let Expr::Reduce { op, .. } = e {
+            if *op == ReduceFn::Sum {
+                sums += 1;
+            } else {
+                others += 1;
+            }
+        }
+    });
+    let st = &k.store;
+    if (sums, others) != (1, 0) || p.buffer(st.buf).dtype != DType::F32 {
+        return None;
+    }
+    let red = Var::Red(0);
+    let a = Access {
+        buf: c.w.buf,
+        index: Affine {
+            offset: c.w.offset,
+            terms: vec![(Var::Out(1), c.w.strides[0]), (red, c.w.strides[3])],
+        },
+        gathers: vec![],
+    };
+    let b = Access {
+        buf: c.x.buf,
+        index: Affine {
+            offset: 0,
+            terms: vec![],
+        },
+        gathers: vec![],
+    };
+    let n = c.out_size[0].checked_mul(c.out_size[1])?;
+    let kk = c
+        .in_channels
+        .checked_mul(c.kernel[0])?
+        .checked_mul(c.kernel[1])?;
+    if n > i32::MAX as usize || kk > i32::MAX as usize || c.out_channels > i32::MAX as usize {
+        return None;
+    }
+    Some(Gemm {
+        a,
+        b,
+        m_axis: Some(1),
+        n_axis: None,
+        kvar: Some(red),
+        m: c.out_channels,
+        n,
+        k: kk,
+        batch: if c.batch > 1 { vec![0] } else { vec![] },
+        value: k.value.clone(),
+        store: st.clone(),
+        conv: Some(c.clone()),
     })
 }
 
@@ -245,10 +317,27 @@ impl Gemm {
         )
     }
 
+    /// Whether this is a convolution ([`recognise_conv`]).
+    pub fn is_conv(&self) -> bool {
+        self.conv.is_some()
+    }
+
+    /// A grid the hardware can launch (a convolution takes the tile entry
+    /// at any size: its loop nest has no tensor-core alternative).
+    pub fn launchable(&self, domain: &[usize]) -> bool {
+        self.m.div_ceil(BM) <= GRID_LIMIT
+            && self.n.div_ceil(BN) <= i32::MAX as usize
+            && self.batch_count(domain) <= GRID_LIMIT
+    }
+
     /// The launch: n tiles × m tiles × batch.
     pub fn launch(&self, domain: &[usize]) -> Launch {
         Launch {
-            mode: KernelMode::Mma,
+            mode: if self.conv.is_some() {
+                KernelMode::Conv
+            } else {
+                KernelMode::Mma
+            },
             grid: [
                 self.n.div_ceil(BN) as u32,
                 self.m.div_ceil(BM) as u32,
@@ -385,7 +474,10 @@ impl Em<'_> {
         self.ins(format!("setp.ge.u32 {p}, {k0}, {}", g.k));
         self.ins(format!("@{p} bra {done}"));
         self.load_slice(&la, &k0, g.k);
-        self.load_slice(&lb, &k0, g.k);
+        match &g.conv {
+            Some(c) => self.gather_slice(c, &lb, &batch_vals, &k0, g.k, g.n),
+            None => self.load_slice(&lb, &k0, g.k),
+        }
         self.ins("bar.sync 0");
         for ks in 0..BK / 8 {
             self.mma_step(&fa, &fb, ks, &acc, precision);
@@ -521,6 +613,86 @@ impl Em<'_> {
         }
     }
 
+    /// A convolution's B slice at `k0`: this thread's [`SLOTS`] elements
+    /// `B[k, p]` of the im2col matrix (the loader `l` walks rows fast: one
+    /// pixel `p = l.row` per thread, `k = k0 + c0 + 2i`), read from the
+    /// image, zero outside it and past `n_total` / `k_total`.
+    fn gather_slice(
+        &mut self,
+        c: &ConvCall,
+        l: &Loader,
+        batch_vals: &[(usize, String)],
+        k0: &str,
+        k_total: usize,
+        n_total: usize,
+    ) {
+        let [sh, sw] = c.strides.map(|x| x as i64);
+        let [dh, dw] = c.dilations.map(|x| x as i64);
+        let [ph, pw] = c.pads.map(|x| x as i64);
+        let [ih, iw] = c.in_size;
+        let [kh, kw] = c.kernel;
+        let [xs0, xs1, xs2, xs3] = c.x.strides;
+        let pp = self.pred();
+        self.ins(format!("setp.lt.u32 {pp}, {}, {n_total}", l.row));
+        // Window origin of this pixel: (oh·sh − ph, ow·sw − pw), in s64.
+        let (oh, ow) = (self.r32(), self.r32());
+        self.ins(format!("div.u32 {oh}, {}, {}", l.row, c.out_size[1]));
+        self.ins(format!("rem.u32 {ow}, {}, {}", l.row, c.out_size[1]));
+        let (y0, x0) = (self.r64(), self.r64());
+        self.ins(format!("cvt.u64.u32 {y0}, {oh}"));
+        self.ins(format!("mul.lo.s64 {y0}, {y0}, {sh}"));
+        self.ins(format!("sub.s64 {y0}, {y0}, {ph}"));
+        self.ins(format!("cvt.u64.u32 {x0}, {ow}"));
+        self.ins(format!("mul.lo.s64 {x0}, {x0}, {sw}"));
+        self.ins(format!("sub.s64 {x0}, {x0}, {pw}"));
+        // This image's base: x + 4·(offset + n·xs0).
+        let img = self.r64();
+        self.ins(format!("mov.u64 {img}, {}", c.x.offset));
+        if let Some((_, n)) = batch_vals.iter().find(|(ax, _)| *ax == 0) {
+            self.ins(format!("mad.lo.s64 {img}, {n}, {xs0}, {img}"));
+        }
+        let base = self.base(c.x.buf.0);
+        self.ins(format!("mad.lo.s64 {img}, {img}, 4, {base}"));
+        let kk = self.r32();
+        self.ins(format!("add.u32 {kk}, {k0}, {}", l.c0));
+        for i in 0..SLOTS {
+            let dc = i * (THREADS / BM);
+            let r = self.r32();
+            self.ins(format!("add.u32 {r}, {kk}, {dc}"));
+            let (pk, pv) = (self.pred(), self.pred());
+            self.ins(format!("setp.lt.u32 {pk}, {r}, {k_total}"));
+            self.ins(format!("and.pred {pv}, {pp}, {pk}"));
+            // r = (ch·KH + y)·KW + x.
+            let (ch, rest, ky, kx) = (self.r32(), self.r32(), self.r32(), self.r32());
+            self.ins(format!("div.u32 {ch}, {r}, {}", kh * kw));
+            self.ins(format!("rem.u32 {rest}, {r}, {}", kh * kw));
+            self.ins(format!("div.u32 {ky}, {rest}, {kw}"));
+            self.ins(format!("rem.u32 {kx}, {rest}, {kw}"));
+            let (y, x, t) = (self.r64(), self.r64(), self.r64());
+            self.ins(format!("cvt.u64.u32 {t}, {ky}"));
+            self.ins(format!("mad.lo.s64 {y}, {t}, {dh}, {y0}"));
+            self.ins(format!("cvt.u64.u32 {t}, {kx}"));
+            self.ins(format!("mad.lo.s64 {x}, {t}, {dw}, {x0}"));
+            // Unsigned compares also reject negative coordinates.
+            let (py, px) = (self.pred(), self.pred());
+            self.ins(format!("setp.lt.u64 {py}, {y}, {ih}"));
+            self.ins(format!("setp.lt.u64 {px}, {x}, {iw}"));
+            self.ins(format!("and.pred {pv}, {pv}, {py}"));
+            self.ins(format!("and.pred {pv}, {pv}, {px}"));
+            let off = self.r64();
+            self.ins(format!("cvt.u64.u32 {t}, {ch}"));
+            self.ins(format!("mul.lo.s64 {off}, {t}, {xs1}"));
+            self.ins(format!("mad.lo.s64 {off}, {y}, {xs2}, {off}"));
+            self.ins(format!("mad.lo.s64 {off}, {x}, {xs3}, {off}"));
+            let addr = self.r64();
+            self.ins(format!("mad.lo.s64 {addr}, {off}, 4, {img}"));
+            let v = self.rf();
+            self.ins(format!("mov.f32 {v}, 0f00000000"));
+            self.ins(format!("@{pv} ld.global.nc.f32 {v}, [{addr}]"));
+            self.ins(format!("st.shared.f32 [{}+{}], {v}", l.shared, dc * 4));
+        }
+    }
+
     /// One 8-wide k step of this warp's 2×4 tiles of 16×8.
     fn mma_step(&mut self, fa: &str, fb: &str, ks: usize, acc: &[String], precision: Precision) {
         // Each fragment element as (hi, lo) TF32 parts; lo only for 3xTF32.
@@ -603,10 +775,20 @@ impl Em<'_> {
         let (row64, col64, zero) = (self.r64(), self.r64(), self.r64());
         self.ins(format!("cvt.u64.u32 {col64}, {col}"));
         self.ins(format!("mov.u64 {zero}, 0"));
+        // A convolution's column is (oh, ow).
+        let (oh64, ow64) = (self.r64(), self.r64());
+        if let Some(cv) = &g.conv {
+            self.ins(format!("div.u64 {oh64}, {col64}, {}", cv.out_size[1]));
+            self.ins(format!("rem.u64 {ow64}, {col64}, {}", cv.out_size[1]));
+        }
 
         let bound = self.vars.len();
         for (a, &n) in self.k.domain.clone().iter().enumerate() {
-            let reg = if Some(a) == g.m_axis {
+            let reg = if g.conv.is_some() && a == 2 {
+                oh64.clone()
+            } else if g.conv.is_some() && a == 3 {
+                ow64.clone()
+            } else if Some(a) == g.m_axis {
                 row64.clone()
             } else if Some(a) == g.n_axis {
                 col64.clone()

@@ -216,7 +216,7 @@ fn check_mma(s: Shape, precision: Precision, tol: f64) {
 
 /// Assembles `ptx` for sm_80 and sm_90 when `VARC_PTXAS` names ptxas
 /// (tests/tests/ptxas.rs requires it; here it is optional).
-fn ptxas_accepts(ptx: &str) {
+pub(crate) fn ptxas_accepts(ptx: &str) {
     let Some(ptxas) = std::env::var_os("VARC_PTXAS") else {
         return;
     };

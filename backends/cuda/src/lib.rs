@@ -11,6 +11,8 @@
 //! | --- | --- | --- |
 //! | `empty` | a zero-sized domain | not launched |
 //! | `serial` | not [parallel-safe](varc_ir::kernel::analysis::parallel_safe) | 1 thread, points in order |
+//! | `attention` | tagged `Library::Attention`, tiles fit shared memory ([`attention`]) | flash attention, a block per (query tile, head, image) |
+//! | `conv` | tagged `Library::Conv`, precision ≠ f32 ([`gemm::recognise_conv`]) | the `mma` tiles, im2col operand gathered while staging |
 //! | `mma` | a contraction with M, N, K ≥ 16 ([`gemm`]) and precision ≠ f32 | 64×64 tiles, 128 threads, `mma.sync` tf32 |
 //! | `warp` | one Sum/Max/Min reduction of extent ≥ 64, < 65 536 points, no failure exits ([`warp`]) | a warp per point, shuffle butterfly |
 //! | `thread` | everything else | a thread per point, grid-stride loop |
@@ -55,7 +57,10 @@
 //! mma and warp entries through a small PTX interpreter (`ptxsim.rs`,
 //! test-only) and compare with `kernel::eval`.
 
+pub mod attention;
 mod check;
+#[cfg(test)]
+mod conv_tests;
 pub mod driver;
 mod emit;
 mod expr;

@@ -107,6 +107,12 @@ pub enum KernelMode {
     /// A contraction tiled over blocks with `mma.sync` on tensor cores
     /// (`crate::gemm`).
     Mma,
+    /// A kernel tagged `Library::Attention`: flash attention, a block per
+    /// (query tile, head, batch index) (`crate::attention`).
+    Attention,
+    /// A kernel tagged `Library::Conv`: the `mma` tile entry with the
+    /// im2col operand gathered from the image while staging (`crate::gemm`).
+    Conv,
 }
 
 /// The launch shape of one entry, decided when it is emitted.

@@ -439,6 +439,8 @@ fn step_until_sync(
                     };
                     r as u64
                 }
+                ("rni", "f32") => fb(f(v(1)).round_ties_even()),
+                ("rzi", "s32") => w32(f(v(1)).trunc() as i32 as u32 as u64),
                 ("u64", "u32") => w32(v(1)),
                 ("u32", "u64") => w32(v(1)),
                 _ => panic!("cvt {op}"),
@@ -458,6 +460,35 @@ fn step_until_sync(
             "sub" if ty == "f32" => Some(fb(f(v(1)) - f(v(2)))),
             "div" if ty == "f32" => Some(fb(f(v(1)) / f(v(2)))),
             "fma" => Some(fb(f(v(1)).mul_add(f(v(2)), f(v(3))))),
+            "max" | "min" if ty != "f32" => {
+                let (x, y) = (v(1), v(2));
+                let (x, y) = match ty {
+                    "u32" => (w32(x) as i128, w32(y) as i128),
+                    "s32" => (x as u32 as i32 as i128, y as u32 as i32 as i128),
+                    "s64" => (x as i64 as i128, y as i64 as i128),
+                    _ => (x as i128, y as i128),
+                };
+                let r = if parts[0] == "max" {
+                    x.max(y)
+                } else {
+                    x.min(y)
+                };
+                Some(if ty.ends_with("32") {
+                    w32(r as u64)
+                } else {
+                    r as u64
+                })
+            }
+            "selp" => Some(if v(3) != 0 { v(1) } else { v(2) }),
+            "ex2" => Some(fb(f(v(1)).exp2())),
+            "shl" => Some(if ty.ends_with("32") {
+                w32(v(1) << v(2))
+            } else {
+                v(1) << v(2)
+            }),
+            "shr" if ty == "s32" => Some(w32(((v(1) as u32 as i32) >> v(2)) as u32 as u64)),
+            "add" if ty == "s32" => Some(w32(v(1).wrapping_add(v(2)))),
+            "sub" if ty == "s32" || ty == "u32" => Some(w32(v(1).wrapping_sub(v(2)))),
             "max" | "min" => {
                 let (x, y) = (f(v(1)), f(v(2)));
                 Some(fb(if x.is_nan() || y.is_nan() {

@@ -9,7 +9,7 @@ use varc_ir::Tensor;
 use varc_runtime::NamedTensors;
 
 impl LoadedModel {
-    /// Lowers the model and emits PTX plus its launch plan for `target`
+    /// Lowers the model (attention fused, convolutions tagged) and emits PTX plus its launch plan for `target`
     /// (code generation options from the environment, see
     /// [`varc_backend_cuda::Options::from_env`]).
     pub fn compile_cuda(&self, target: CudaTarget) -> Result<CudaBuild> {
@@ -22,8 +22,22 @@ impl LoadedModel {
         target: CudaTarget,
         opts: &varc_backend_cuda::Options,
     ) -> Result<CudaBuild> {
-        let program = self.lower()?;
+        let program = self.lower_cuda()?;
         Ok(varc_backend_cuda::build_with(&program, target, opts)?)
+    }
+
+    /// The kernel program the CUDA backend compiles: attention fused into
+    /// one kernel tagged `Library::Attention` and convolutions tagged
+    /// `Library::Conv`, run by the backend's flash-attention and
+    /// implicit-GEMM entries (every tag the lowering emits is supported;
+    /// a tagged kernel the backend cannot launch so — head sizes whose
+    /// tiles do not fit shared memory, convolutions at f32 precision —
+    /// runs its loop nest, which is the specification).
+    pub fn lower_cuda(&self) -> Result<varc_ir::kernel::Program> {
+        self.lower_with(&varc_ir::lower::LowerOptions {
+            fused_attention: true,
+            conv_library: true,
+        })
     }
 }
 

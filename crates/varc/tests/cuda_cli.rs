@@ -54,6 +54,15 @@ fn main_job_writes_ptx_plan_and_weights() {
     // Contractions run on tensor cores by default.
     assert!(kernels.iter().any(|k| k["mode"] == "mma"), "{plan}");
     assert!(ptx.contains("mma.sync.aligned.m16n8k8"));
+    // Attention is one fused flash-attention entry, launched a block per
+    // (query tile, head, batch index) with its shared memory recorded.
+    let att: Vec<_> = kernels
+        .iter()
+        .filter(|k| k["mode"] == "attention")
+        .collect();
+    assert_eq!(att.len(), 1, "{plan}");
+    assert!(att[0]["shared_bytes"].as_u64().unwrap() > 0, "{plan}");
+    assert!(att[0]["block"].as_u64().unwrap() <= 64, "{plan}");
     let weights = std::fs::metadata(out.join("weights.bin")).unwrap().len();
     assert_eq!(plan["weights_bytes"].as_u64(), Some(weights));
     // Either a device ran it (and the goldens were checked) or it says so.
