@@ -8,25 +8,42 @@
 //! * `--numpy PYTHON`: also time `numpy.matmul` on each shape with that
 //!   interpreter (one thread: OPENBLAS/OMP/MKL_NUM_THREADS=T).
 //! * `--blocking MC,KC,NC`: block sizes for the per-call path (tuning).
+//! * `--vs MC,KC,NC MC,KC,NC`: instead of the table, compare two block
+//!   sizes on the packed-ahead path (one thread), alternating the two
+//!   many times so that a shared machine's slow spells hit both alike.
+//! * `--cold`: with `--vs`, cycle through copies of B larger together
+//!   than the last-level cache, so B comes from memory as a model's
+//!   weights do.
 //! * `--quick`: the square sizes only.
 //! * `MxNxK ...`: these shapes instead of the default list.
 //!
-//! Each figure is the best of 3 timings of enough repetitions to take
-//! about 0.1 s: thread CPU time on one thread (the machine may be shared),
-//! wall time on more.
+//! Each figure is the least of many timings (about 0.3 s in all) of one
+//! call, or of a batch of calls taking at least 1 ms: thread CPU time on
+//! one thread (the machine may be shared), wall time on more.
 
 use std::sync::Arc;
 use std::time::Instant;
 use varc_runtime::pool::ThreadPool;
 use varc_runtime::ukernel::{
-    Blocking, Isa, MatMut, MatRef, PackedB, sgemm_blocked, varc_sgemm, varc_sgemm_packed,
+    Blocking, Isa, MatMut, MatRef, PackedB, sgemm_blocked, sgemm_packed_blocked, varc_sgemm,
+    varc_sgemm_packed,
 };
 
 struct Opts {
     threads: usize,
     numpy: Option<String>,
     blocking: Option<Blocking>,
+    vs: Vec<Blocking>,
+    cold: bool,
     shapes: Vec<(usize, usize, usize)>,
+}
+
+fn parse_blocking(s: &str) -> Option<Blocking> {
+    let v: Vec<usize> = s.split(',').filter_map(|s| s.parse().ok()).collect();
+    match v[..] {
+        [mc, kc, nc] => Some(Blocking { mc, kc, nc }),
+        _ => None,
+    }
 }
 
 fn parse() -> Opts {
@@ -34,6 +51,8 @@ fn parse() -> Opts {
         threads: 1,
         numpy: None,
         blocking: None,
+        vs: vec![],
+        cold: false,
         shapes: vec![],
     };
     let mut quick = false;
@@ -43,15 +62,11 @@ fn parse() -> Opts {
             "--threads" => o.threads = args.next().and_then(|s| s.parse().ok()).unwrap_or(1),
             "--numpy" => o.numpy = args.next(),
             "--quick" => quick = true,
-            "--blocking" => {
-                let v: Vec<usize> = args
-                    .next()
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter_map(|s| s.parse().ok())
-                    .collect();
-                if let [mc, kc, nc] = v[..] {
-                    o.blocking = Some(Blocking { mc, kc, nc });
+            "--cold" => o.cold = true,
+            "--blocking" => o.blocking = parse_blocking(&args.next().unwrap_or_default()),
+            "--vs" => {
+                for _ in 0..2 {
+                    o.vs.extend(parse_blocking(&args.next().unwrap_or_default()));
                 }
             }
             s => {
@@ -101,8 +116,11 @@ fn thread_cpu() -> Option<f64> {
     None
 }
 
-/// Best time of 3 of `f`, repeated to take about 0.1 s each: thread CPU
-/// time when `cpu` (one thread), else wall time.
+/// Least time of one `f` over about 0.3 s of runs, `f` batched to at
+/// least 1 ms per timing: thread CPU time when `cpu` (one thread), else
+/// wall time. The least of many short timings is the figure least
+/// disturbed by other processes on a shared machine (SMT siblings and
+/// descheduling only ever add time).
 fn time(cpu: bool, mut f: impl FnMut()) -> f64 {
     let now = || {
         cpu.then(thread_cpu)
@@ -113,8 +131,9 @@ fn time(cpu: bool, mut f: impl FnMut()) -> f64 {
     let t = now();
     f();
     let once = (now() - t).max(1e-7);
-    let reps = (0.1 / once).ceil().clamp(1.0, 100_000.0) as usize;
-    (0..3)
+    let reps = (1e-3 / once).ceil().clamp(1.0, 100_000.0) as usize;
+    let trials = (0.3 / (once * reps as f64)).ceil().clamp(5.0, 1000.0) as usize;
+    (0..trials)
         .map(|_| {
             let t = now();
             for _ in 0..reps {
@@ -152,8 +171,86 @@ fn numpy(python: &str, threads: usize, (m, n, k): (usize, usize, usize)) -> Opti
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
+/// `--vs`: the least time of each blocking over 20 alternations.
+fn compare(o: &Opts) {
+    println!(
+        "packed ahead, 1 thread: {:?} vs {:?}; GFLOP/s",
+        o.vs[0], o.vs[1]
+    );
+    for &(m, n, k) in &o.shapes {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut c = vec![0f32; m * n];
+        let rb = MatRef {
+            data: &b,
+            offset: 0,
+            rs: n as isize,
+            cs: 1,
+        };
+        let copies = if o.cold {
+            (320usize << 20).div_ceil(k * n * 4).max(2)
+        } else {
+            1
+        };
+        let pbs: Vec<PackedB> = (0..copies).map(|_| PackedB::new(k, n, rb)).collect();
+        let mut best = [f64::INFINITY; 2];
+        for trial in 0..20 {
+            for (v, (bl, best)) in o.vs.iter().zip(best.iter_mut()).enumerate() {
+                let pb = &pbs[(2 * trial + v) % copies];
+                let t = time_once(|| {
+                    sgemm_packed_blocked(
+                        bl,
+                        m,
+                        MatRef {
+                            data: &a,
+                            offset: 0,
+                            rs: k as isize,
+                            cs: 1,
+                        },
+                        pb,
+                        MatMut {
+                            data: &mut c,
+                            offset: 0,
+                            rs: n as isize,
+                            cs: 1,
+                        },
+                        false,
+                    )
+                });
+                *best = best.min(t);
+            }
+        }
+        let flop = 2.0 * (m * n * k) as f64;
+        println!(
+            "{:>18} {:7.1} {:7.1}",
+            format!("{m}×{n}×{k}"),
+            flop / best[0] / 1e9,
+            flop / best[1] / 1e9
+        );
+    }
+}
+
+/// Thread CPU time of one batch of `f` lasting at least 1 ms, per call.
+fn time_once(mut f: impl FnMut()) -> f64 {
+    let now = || thread_cpu().unwrap_or_else(|| START.with(|s| s.elapsed().as_secs_f64()));
+    let mut reps = 0usize;
+    let t = now();
+    loop {
+        f();
+        reps += 1;
+        let dt = now() - t;
+        if dt >= 1e-3 {
+            return dt / reps as f64;
+        }
+    }
+}
+
 fn main() {
     let o = parse();
+    if o.vs.len() == 2 {
+        compare(&o);
+        return;
+    }
     let isa = Isa::detect();
     let pool = Arc::new(ThreadPool::new(o.threads));
     println!(

@@ -313,9 +313,14 @@ fn blocks(
             for ic in (0..m).step_by(mc) {
                 let mcur = mc.min(m - ic);
                 let ablock = a_block(pa, apacked, a, ic, mcur, pc, kcur, t.mr);
+                let tiles = mcur.div_ceil(t.mr);
                 for jr in (0..ncur).step_by(t.nr) {
                     let bs = &panel[jr * kcur..(jr + t.nr) * kcur];
-                    for ir in (0..mcur).step_by(t.mr) {
+                    let next = panel.get((jr + t.nr) * kcur..(jr + 2 * t.nr) * kcur);
+                    for (ti, ir) in (0..mcur).step_by(t.mr).enumerate() {
+                        if let Some(next) = next {
+                            prefetch_share(next, ti, tiles);
+                        }
                         let asl = &ablock[ir * kcur..(ir + t.mr) * kcur];
                         let at = c.at(
                             ic + ir,
@@ -333,6 +338,31 @@ fn blocks(
             }
         }
     }
+}
+
+/// Starts loading share `i` of `n` of `next` (the B sliver the tiles take
+/// up after the current one) into L2, so that a panel streamed from
+/// memory (weights packed ahead are read once per product, cold) arrives
+/// while the current sliver's tiles run rather than stalling the first
+/// tile of each sliver. One share per tile spreads the requests so that
+/// they do not queue behind one another.
+fn prefetch_share(next: &[f32], i: usize, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        const LINE: usize = 16;
+        let lines = next.len().div_ceil(LINE);
+        let (lo, hi) = (lines * i / n, lines * (i + 1) / n);
+        for l in lo..hi {
+            let p = next[l * LINE..].as_ptr() as *const i8;
+            // SAFETY: sse is part of every x86-64 CPU; a prefetch reads
+            // nothing architecturally and never faults (the address is
+            // inside `next` anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (next, i, n);
 }
 
 /// The packed block of A's rows `ic..ic + rows`, depths `pc..pc + kc`:

@@ -392,6 +392,31 @@ pub fn sgemm_packed(m: usize, a: MatRef, b: &PackedB, c: MatMut, accumulate: boo
     );
 }
 
+/// [`sgemm_packed`] with explicit block sizes (for tuning; the depth
+/// block is always the one B was packed with).
+pub fn sgemm_packed_blocked(
+    bl: &Blocking,
+    m: usize,
+    a: MatRef,
+    b: &PackedB,
+    c: MatMut,
+    accumulate: bool,
+) {
+    let tile = b.isa().tile();
+    let bl = Blocking { kc: b.kc(), ..*bl };
+    gemm_checked(
+        tile,
+        &bl,
+        m,
+        b.n(),
+        b.k(),
+        &a,
+        blocks::BSrc::Packed { b, j0: 0 },
+        c,
+        accumulate,
+    );
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gemm_checked(
     tile: Tile,

@@ -69,6 +69,8 @@ enum Path {
     Packed,
     /// `sgemm_blocked` with these block sizes.
     Blocked(Blocking),
+    /// `sgemm_packed_blocked` with these block sizes.
+    PackedBlocked(Blocking),
 }
 
 const PATHS: [Path; 2] = [Path::Strided, Path::Packed];
@@ -89,6 +91,9 @@ fn multiply(
         Path::Strided => sgemm_with(isa, m, n, k, a, b, c, acc),
         Path::Packed => sgemm_packed(m, a, &PackedB::with_isa(isa, k, n, b), c, acc),
         Path::Blocked(bl) => sgemm_blocked(isa, &bl, m, n, k, a, b, c, acc),
+        Path::PackedBlocked(bl) => {
+            sgemm_packed_blocked(&bl, m, a, &PackedB::with_isa(isa, k, n, b), c, acc)
+        }
     }
 }
 
@@ -267,6 +272,78 @@ fn crosses_block_edges() {
                     &mut rng,
                 );
             }
+        }
+    }
+}
+
+/// Packed B with explicit row and column blocks: several row blocks per
+/// panel (so each B sliver's successor is prefetched across tiles, with
+/// row tails of every height) and several panels, against the scalar
+/// reference; and bit-identical to the default blocks, since the blocks
+/// only reorder whole tiles.
+#[test]
+fn packed_with_explicit_blocks() {
+    let mut rng = Lcg(11);
+    for isa in Isa::available() {
+        let group = isa.usable().tile().group();
+        for (mc, nc) in [(1, 1), (24, 64), (13, 100), (700, 4096)] {
+            let bl = Blocking { mc, kc: 0, nc };
+            for shape in [(50, 150, 40), (3, 150, 40), (29, 7, 33), (100, 97, 300)] {
+                check(
+                    isa,
+                    Path::PackedBlocked(bl),
+                    shape,
+                    ROW,
+                    ROW,
+                    ROW,
+                    true,
+                    &mut rng,
+                );
+            }
+        }
+        let (m, n, k) = (61, 3 * group + 5, 300);
+        let a = rng.vec(m * k);
+        let b = rng.vec(k * n);
+        let pb = PackedB::with_isa(
+            isa,
+            k,
+            n,
+            MatRef {
+                data: &b,
+                offset: 0,
+                rs: n as isize,
+                cs: 1,
+            },
+        );
+        let run = |bl: Option<Blocking>| {
+            let mut c = vec![0f32; m * n];
+            let cv = MatMut {
+                data: &mut c,
+                offset: 0,
+                rs: n as isize,
+                cs: 1,
+            };
+            let av = MatRef {
+                data: &a,
+                offset: 0,
+                rs: k as isize,
+                cs: 1,
+            };
+            match bl {
+                Some(bl) => sgemm_packed_blocked(&bl, m, av, &pb, cv, false),
+                None => sgemm_packed(m, av, &pb, cv, false),
+            }
+            c
+        };
+        let want = run(None);
+        for (mc, nc) in [(1, 1), (24, 64), (13, 100)] {
+            let got = run(Some(Blocking { mc, kc: 0, nc }));
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{isa:?} mc={mc} nc={nc}: packed results depend on the blocks"
+            );
         }
     }
 }
