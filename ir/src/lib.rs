@@ -22,6 +22,7 @@ pub mod print;
 pub mod resample;
 pub mod shape;
 pub mod tensor;
+pub mod testing;
 pub mod verify;
 
 pub use dtype::DType;

@@ -11,21 +11,9 @@ use varc_ir::infer::{NoFold, infer_types};
 use varc_ir::kernel::{Program, eval};
 use varc_ir::lower::{LowerOptions, lower_with};
 use varc_ir::op::Window;
+use varc_ir::testing::values;
 use varc_ir::{Graph, Op, Shape, Tensor};
 use varc_runtime::pool::ThreadPool;
-
-/// Deterministic values in [-1, 1).
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 /// `Relu(Conv(x, w, b))` lowered with and without the library tag.
 fn lower(x: &[usize], w: &[usize], window: Window) -> ([Program; 2], Vec<Tensor>) {

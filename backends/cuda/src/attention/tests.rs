@@ -11,6 +11,7 @@ use varc_ir::infer::{NoFold, infer_types};
 use varc_ir::kernel::{Program, eval};
 use varc_ir::lower::{LowerOptions, lower_with};
 use varc_ir::op::AttentionAttrs;
+use varc_ir::testing::values;
 use varc_ir::{Graph, Op, Shape, Tensor};
 
 fn attrs() -> AttentionAttrs {
@@ -23,19 +24,6 @@ fn attrs() -> AttentionAttrs {
         qk_matmul_output_mode: 0,
         softmax_precision: 0,
     }
-}
-
-/// Deterministic values in [-1, 1).
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
 }
 
 fn rand(shape: &[usize], seed: u64) -> Tensor {

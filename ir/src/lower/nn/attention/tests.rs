@@ -9,6 +9,7 @@ use crate::lower::{LowerOptions, lower_with};
 use crate::op::{AttentionAttrs, Op};
 use crate::shape::Shape;
 use crate::tensor::{Tensor, TensorData};
+use crate::testing::values;
 
 fn attrs() -> AttentionAttrs {
     AttentionAttrs {
@@ -20,19 +21,6 @@ fn attrs() -> AttentionAttrs {
         qk_matmul_output_mode: 0,
         softmax_precision: 0,
     }
-}
-
-/// Deterministic values in [-1, 1).
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
 }
 
 struct Case {

@@ -9,19 +9,7 @@ use crate::lower::{LowerOptions, lower_with};
 use crate::op::{Op, Window};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
-
-/// Deterministic values in [-1, 1).
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
+use crate::testing::values;
 
 struct Case {
     x: Vec<usize>,
