@@ -43,6 +43,22 @@ impl DType {
         matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
     }
 
+    /// The least and greatest values of an integer (or bool) type, as
+    /// i64: the identities of Max and Min reductions over it, so that an
+    /// empty reduction stores the type's own extreme (as ONNX ReduceMax /
+    /// ReduceMin specify) rather than a truncated i64 one. `None` for
+    /// floating-point types.
+    pub fn int_range(self) -> Option<(i64, i64)> {
+        Some(match self {
+            DType::I64 => (i64::MIN, i64::MAX),
+            DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+            DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+            DType::U8 => (0, u8::MAX.into()),
+            DType::Bool => (0, 1),
+            DType::F32 | DType::F16 | DType::BF16 | DType::F64 => return None,
+        })
+    }
+
     pub fn is_int(self) -> bool {
         matches!(self, DType::I64 | DType::I32 | DType::I8 | DType::U8)
     }

@@ -446,7 +446,8 @@ impl<'f> Em<'_, 'f> {
         body: &Expr,
         pts: &[Point],
     ) -> R<Vec<Value>> {
-        let float = is_float(body.dtype(&self.p.buffers));
+        let body_dtype = body.dtype(&self.p.buffers);
+        let float = is_float(body_dtype);
         let vector = self.lane.is_some();
         if let (false, true, [(id, extent)]) = (vector, float, vars)
             && *extent >= 2 * LANES
@@ -468,12 +469,7 @@ impl<'f> Em<'_, 'f> {
             let c = self.b.ins().f32const(op.identity() as f32);
             self.splat_f32(c)
         } else {
-            let i = match op {
-                ReduceFn::Sum => 0,
-                ReduceFn::Prod => 1,
-                ReduceFn::Max => i64::MIN,
-                ReduceFn::Min => i64::MAX,
-            };
+            let i = op.int_identity(body_dtype);
             self.b.ins().iconst(types::I64, i)
         };
         let accs: Vec<_> = pts

@@ -2,11 +2,12 @@
 //! only; objects for other targets keep the pure-Cranelift loops so they
 //! stand alone).
 //!
-//! A kernel qualifies when its value holds one `Reduce(Sum)` over (at most)
-//! one reduction variable of a product of two unguarded, ungathered f32
-//! loads, and it stores f32 without gathers to a buffer it does not read.
-//! Its domain axes split into `n` (read by one operand only, preferring a
-//! contiguous store), `m` (read by the other only), and batch axes (the
+//! A kernel qualifies when its value holds one `Reduce(Sum)` (possibly
+//! repeated) over (at most) one reduction variable of a product of two
+//! unguarded, ungathered f32 loads, and it stores f32 without gathers to
+//! a buffer it does not read. Its domain axes split into `n` (read by one
+//! operand only, preferring a contiguous store), `m` (read by the other
+//! only), and batch axes (the
 //! rest). The generated code loops over the batch axes and calls
 //! `varc_sgemm` with element strides taken from the affine maps, writing
 //! the raw contraction into the output; anything else in the value (bias,
@@ -19,7 +20,6 @@
 //! so a run packs only the (small) A blocks. Then products of a single row
 //! (GEMV-like: one token) qualify too.
 
-use crate::check::index_range;
 use crate::expr::{Em, Point, R};
 use cranelift_codegen::ir::{
     AbiParam, ExtFuncData, ExternalName, FuncRef, InstBuilder, Signature, UserExternalName, Value,
@@ -29,9 +29,7 @@ use cranelift_codegen::isa::CallConv;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use varc_ir::kernel::{
-    Access, BinaryFn, BufId, BufKind, ConvCall, Expr, Kernel, Program, ReduceFn, Var,
-};
+use varc_ir::kernel::{Access, BufId, BufKind, ConvCall, Expr, Kernel, Program, Var};
 use varc_ir::{DType, TensorData};
 use varc_runtime::ukernel::conv::{ConvShape, Tensor};
 use varc_runtime::ukernel::{MatRef, PackedB};
@@ -272,19 +270,6 @@ pub struct Gemm {
     pub epilogue: Option<Kernel>,
 }
 
-fn f32_load(p: &Program, e: &Expr) -> Option<Access> {
-    match e {
-        Expr::Load { access, guards, .. }
-            if guards.is_empty()
-                && access.gathers.is_empty()
-                && p.buffer(access.buf).dtype == DType::F32 =>
-        {
-            Some((**access).clone())
-        }
-        _ => None,
-    }
-}
-
 /// Replaces every `Reduce` in `e` by `with`.
 pub(crate) fn replace_reduce(e: &Expr, with: &Expr) -> Expr {
     let r = |x: &Expr| Box::new(replace_reduce(x, with));
@@ -305,85 +290,10 @@ pub(crate) use varc_ir::kernel::analysis::injective;
 /// B operands that are weights will be packed ahead ([`WeightPacks`]),
 /// which makes single-row products worth a call.
 pub fn recognise_for(p: &Program, k: &Kernel, packs: bool) -> Option<Gemm> {
+    let c = varc_ir::kernel::analysis::contraction(p, k)?;
     let st = &k.store;
-    if p.buffer(st.buf).dtype != DType::F32
-        || !st.gathers.is_empty()
-        || k.reads().contains(&st.buf)
-        || !injective(&st.index, &k.domain)
-    {
-        return None;
-    }
-    let mut reduces = Vec::new();
-    k.value.visit(&mut |e| {
-        if let Expr::Reduce { op, vars, body } = e {
-            reduces.push((*op, vars.clone(), (**body).clone()));
-        }
-    });
-    let [(ReduceFn::Sum, vars, body)] = reduces.as_slice() else {
-        return None;
-    };
-    let Expr::Binary(BinaryFn::Mul, x, y) = body else {
-        return None;
-    };
-    let (x, y) = (f32_load(p, x)?, f32_load(p, y)?);
-    let long: Vec<_> = vars.iter().filter(|v| v.1 != 1).collect();
-    let (kvar, kext) = match long.as_slice() {
-        [] => (None, 1),
-        [(id, n)] => (Some(Var::Red(*id)), *n),
-        _ => return None,
-    };
-    let mut extents: Vec<(Var, usize)> = k
-        .domain
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| (Var::Out(i), n))
-        .collect();
-    extents.extend(vars.iter().map(|&(id, n)| (Var::Red(id), n)));
-    let inside = |a: &Access| {
-        let len = p.buffer(a.buf).len() as i128;
-        index_range(&a.index, &[], &extents).is_none_or(|(lo, hi)| lo >= 0 && hi < len)
-    };
-    if !inside(&x) || !inside(&y) || !inside(st) {
-        return None;
-    }
-    let axes: Vec<usize> = (0..k.domain.len()).filter(|&i| k.domain[i] > 1).collect();
-    // The last axis read by `only` and not by `other`, preferring a
-    // contiguous store.
-    let pick = |only: &Access, other: &Access, prefer_unit: bool| -> Option<usize> {
-        let ok: Vec<usize> = axes
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let v = Var::Out(i);
-                only.index.coeff(v) != 0 && other.index.coeff(v) == 0
-            })
-            .collect();
-        let unit = ok.iter().rev().find(|&&i| st.index.coeff(Var::Out(i)) == 1);
-        match (prefer_unit, unit) {
-            (true, Some(&i)) => Some(i),
-            _ => ok.last().copied(),
-        }
-    };
-    let score = |a: &Access, b: &Access| {
-        let n = pick(b, a, true);
-        let m = pick(a, b, false);
-        let unit = n.is_some_and(|i| st.index.coeff(Var::Out(i)) == 1);
-        let ext = |ax: Option<usize>| ax.map_or(1, |i| k.domain[i]);
-        (unit, ext(m).min(ext(n)), m, n)
-    };
-    let (s1, s2) = (score(&x, &y), score(&y, &x));
-    let ((_, _, m, n), a, b) = if (s2.0, s2.1) > (s1.0, s1.1) {
-        (s2, y, x)
-    } else {
-        (s1, x, y)
-    };
-    let ext = |ax: Option<usize>| ax.map_or(1, |i| k.domain[i]);
-    let (me, ne) = (ext(m), ext(n));
-    let batch: Vec<usize> = axes
-        .iter()
-        .copied()
-        .filter(|&i| Some(i) != m && Some(i) != n)
-        .collect();
+    let (a, b, m, n, kvar, kext, batch) = (c.a, c.b, c.m_axis, c.n_axis, c.kvar, c.k, c.batch);
+    let (me, ne) = (c.m, c.n);
     // A single row is worth a call only on B packed ahead (see
     // `WeightPacks::pack`).
     let packable = packs

@@ -5,7 +5,7 @@
 
 use crate::math::{Libm, host};
 use crate::plan::Plan;
-use crate::{CodegenError, abi, attention, conv, gemm, isa, kernel, status_message};
+use crate::{CodegenError, abi, activation, attention, conv, gemm, isa, kernel, status_message};
 use cranelift_codegen::Context;
 use cranelift_codegen::ir::UserFuncName;
 use cranelift_jit::{JITBuilder, JITModule};
@@ -123,6 +123,10 @@ fn compile_code(program: &mut Program, opts: JitOptions) -> Result<JitProgram, C
         conv::CONV_SYMBOL,
         varc_runtime::ukernel::varc_conv2d as *const u8,
     );
+    builder.symbol(
+        activation::ACTIVATION_SYMBOL,
+        varc_runtime::ukernel::activation::varc_activation as *const u8,
+    );
     let mut module = JITModule::new(builder);
     let imports =
         crate::imports::declare_libm(&mut module, cc, Libm::symbol).map_err(|e| jit(*e))?;
@@ -144,6 +148,12 @@ fn compile_code(program: &mut Program, opts: JitOptions) -> Result<JitProgram, C
             &attention::attention_signature(cc),
         )?));
         libs.conv = Some(import(conv::CONV_SYMBOL, &conv::conv_signature(cc))?);
+        if activation::enabled() {
+            libs.activation = Some(import(
+                activation::ACTIVATION_SYMBOL,
+                &activation::activation_signature(cc),
+            )?);
+        }
     }
     let packs = if opts.ukernels && gemm::packing_enabled() {
         let id = module

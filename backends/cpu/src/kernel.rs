@@ -2,6 +2,7 @@
 //! the expression code, then the store.
 
 use crate::abi;
+use crate::activation;
 use crate::attention::{self, AttentionImport};
 use crate::conv;
 use crate::expr::{Em, Point, R};
@@ -99,6 +100,8 @@ pub struct LibraryImports {
     pub attention: Option<AttentionImport>,
     /// `varc_conv2d`'s external-name index (see [`conv`]).
     pub conv: Option<u32>,
+    /// `varc_activation`'s external-name index (see [`activation`]).
+    pub activation: Option<u32>,
 }
 
 /// [`build_with`] with the library routines of `libs`; with `packs`, sgemm
@@ -125,8 +128,8 @@ pub fn build_host(
             packed_b: None,
         });
     }
-    let conv = libs.conv.zip(conv::tagged(p, k));
-    let gemm = uk
+    let mut conv = libs.conv.zip(conv::tagged(p, k));
+    let mut gemm = uk
         .filter(|_| conv.is_none())
         .and_then(|_| gemm::recognise_for(p, k, packs.is_some()));
     let packed = gemm.as_ref().zip(packs).and_then(|(g, w)| w.pack(p, g));
@@ -134,6 +137,24 @@ pub fn build_host(
         .as_ref()
         .zip(packs)
         .and_then(|((_, c), w)| w.pack_conv(p, c.call));
+    // A value (or epilogue) `act(x)`: the loop nest computes x, then one
+    // call applies the activation (`arg`: the kernel for x, when it is the
+    // whole kernel's value; `Some(None)`: nothing to compute first).
+    let mut arg = None;
+    let act = libs
+        .activation
+        .and_then(|import| match (&mut conv, &mut gemm) {
+            (Some((_, c)), _) => activation::from_epilogue(p, &mut c.epilogue, import),
+            (None, Some(g)) => activation::from_epilogue(p, &mut g.epilogue, import),
+            (None, None) => activation::recognise(p, k, import).map(|(call, a)| {
+                arg = Some(a);
+                call
+            }),
+        });
+    let nest_k = match &arg {
+        Some(a) => a.as_ref(),
+        None => Some(k),
+    };
     let vregs = isa::vector_registers(isa);
     let epilogue = match (&conv, &gemm) {
         (Some((_, c)), _) => Some(c.epilogue.as_ref()),
@@ -142,7 +163,7 @@ pub fn build_host(
     };
     let mut plan = match epilogue {
         Some(e) => e.map_or(Plan::SCALAR, |e| plan::plan(p, e, vregs)),
-        None => plan::plan(p, k, vregs),
+        None => nest_k.map_or(Plan::SCALAR, |n| plan::plan(p, n, vregs)),
     };
     plan.sgemm = gemm.is_some();
     plan.epilogue = epilogue.is_some_and(|e| e.is_some());
@@ -198,7 +219,16 @@ pub fn build_host(
                     em.nest(plan).map_err(err)?;
                 }
             }
-            _ => em.nest(plan).map_err(err)?,
+            _ => {
+                if let Some(n) = nest_k {
+                    em.k = n;
+                    em.nest(plan).map_err(err)?;
+                }
+            }
+        }
+        if let Some(call) = act {
+            em.k = k;
+            em.activation_call(call).map_err(err)?;
         }
     }
     abi::finish(&mut em.b, fail);
@@ -208,7 +238,12 @@ pub fn build_host(
         plan,
         split,
         work: conv.as_ref().map_or(work(k), |(_, c)| conv::work(c.call)),
-        library: conv.as_ref().map(|_| "conv ukernel"),
+        library: match (act, &conv, &gemm) {
+            (Some(a), Some(_), _) => Some(activation::label(Some("conv"), a.act)),
+            (Some(a), None, Some(_)) => Some(activation::label(Some("sgemm"), a.act)),
+            (Some(a), None, None) => Some(activation::label(None, a.act)),
+            (None, ..) => conv.as_ref().map(|_| "conv ukernel"),
+        },
         packed_b: packed.map(|x| x.buf),
     })
 }

@@ -18,6 +18,7 @@
 //! approximations, `isa` the target machines.
 
 mod abi;
+mod activation;
 pub mod aot;
 mod attention;
 mod check;
@@ -96,6 +97,11 @@ impl Target {
         Target {
             triple: Triple::host(),
         }
+    }
+
+    /// Whether this is the machine this process runs on.
+    pub fn is_host(&self) -> bool {
+        self.triple == Triple::host()
     }
 
     /// A target triple such as `aarch64-unknown-linux-gnu`, or `host`.

@@ -25,6 +25,9 @@
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
+// The coefficient tables are shared with the runtime's activation routine,
+// so that both compute the same approximations.
+use varc_runtime::ukernel::activation as k;
 
 /// Scalar functions kernels call instead of inlining.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -231,25 +234,15 @@ impl Fx<'_, '_> {
         let log2e = self.c(std::f32::consts::LOG2_E);
         let t = self.mul(x, log2e);
         let n = self.b.ins().nearest(t);
-        let (c1, c2) = (self.c(-0.693_359_4), self.c(2.121_944_4e-4));
+        let (c1, c2) = (self.c(k::EXP_LN2_HI_NEG), self.c(k::EXP_LN2_LO));
         let r = self.mul_add(n, c1, x);
         let r = self.mul_add(n, c2, r);
-        let p = self.horner(
-            r,
-            &[
-                1.987_569_1e-4,
-                1.398_199_9e-3,
-                8.333_452e-3,
-                4.166_579_6e-2,
-                0.166_666_65,
-                0.5,
-            ],
-        );
+        let p = self.horner(r, &k::EXP_POLY);
         let z = self.mul(r, r);
         let one = self.c(1.0);
         let r1 = self.add(r, one);
         let y = self.mul_add(p, z, r1);
-        let magic = self.c(12_582_912.0);
+        let magic = self.c(k::ROUND_MAGIC);
         let nm = self.add(n, magic);
         let nm = self.bits_of(nm);
         let magic_bits = self.ci(0x4B40_0000);
@@ -260,7 +253,7 @@ impl Fx<'_, '_> {
         // Clamp by compare-and-select: x86 `fmax`/`fmin` with IEEE NaN
         // rules cost about eight instructions each; a NaN compares false
         // and stays NaN either way.
-        let (lo, hi) = (self.c(-104.0), self.c(88.8));
+        let (lo, hi) = (self.c(k::EXP_MIN), self.c(k::EXP_MAX));
         let below = self.cmp(FloatCC::LessThan, x, lo);
         let x = self.sel(below, lo, x);
         let above = self.cmp(FloatCC::GreaterThan, x, hi);
@@ -274,7 +267,7 @@ impl Fx<'_, '_> {
         // Results below half the smallest denormal are 0: scale those lanes
         // by +0 so that the common exp(-inf) of masked softmax rows never
         // makes a denormal product (a microcode assist, ~100 cycles).
-        let floor = self.c(-103.98);
+        let floor = self.c(k::EXP_ZERO_BELOW);
         let tiny = self.cmp(FloatCC::LessThan, x, floor);
         let zero = self.c(0.0);
         let s2 = self.sel(tiny, zero, s2);
@@ -363,30 +356,12 @@ impl Fx<'_, '_> {
         // x², so there is no pole. Beyond |x| = 7.9, tanh is within 2.7e-7
         // of ±1: return that (also for ±inf, where P/Q is NaN).
         let z = self.mul(x, x);
-        let p = self.horner(
-            z,
-            &[
-                1.544_939e-8,
-                2.203_531e-5,
-                3.579_625_6e-3,
-                1.345_113e-1,
-                1.0,
-            ],
-        );
-        let q = self.horner(
-            z,
-            &[
-                8.606_448_3e-7,
-                3.424_749e-4,
-                2.619_457_2e-2,
-                4.678_445_8e-1,
-                1.0,
-            ],
-        );
+        let p = self.horner(z, &k::TANH_P);
+        let q = self.horner(z, &k::TANH_Q);
         let xp = self.mul(x, p);
         let y = self.div(xp, q);
         let ax = self.b.ins().fabs(x);
-        let lim = self.c(7.9);
+        let lim = self.c(k::TANH_LIMIT);
         let big = self.cmp(FloatCC::GreaterThan, ax, lim);
         let one = self.c(1.0);
         let one = self.copysign(one, x);
@@ -402,7 +377,7 @@ impl Fx<'_, '_> {
     /// sigmoid's `x·σ(x)` callers expect of `exp(−∞)` (`−∞·0` is NaN,
     /// like the reference interpreter's).
     fn exp_nonpositive(&mut self, x: Value) -> Value {
-        let lo = self.c(-87.0);
+        let lo = self.c(k::EXP_NONPOSITIVE_MIN);
         let below = self.cmp(FloatCC::LessThan, x, lo);
         let (y, ni) = self.exp_parts(x);
         let s = self.pow2(ni);
@@ -431,46 +406,24 @@ impl Fx<'_, '_> {
         let ax = self.b.ins().fabs(x);
         // |x| < 0.75: the Taylor series x·Σ aₙ·x²ⁿ.
         let z = self.mul(x, x);
-        let taylor: Vec<f32> = (0..=8).rev().map(erf_taylor_coeff).collect();
-        let p = self.horner(z, &taylor);
+        let p = self.horner(z, &k::ERF_TAYLOR);
         let small = self.mul(x, p);
         // Otherwise 1 − erfc(|x|), erfc from Numerical Recipes' `erfcc`.
         let one = self.c(1.0);
         let half = self.c(0.5);
         let d = self.mul_add(ax, half, one);
         let t = self.div(one, d);
-        let q = self.horner(
-            t,
-            &[
-                0.170_872_77,
-                -0.822_152_23,
-                1.488_515_9,
-                -1.135_204,
-                0.278_868_07,
-                -0.186_288_06,
-                0.096_784_18,
-                0.374_091_96,
-                1.000_023_7,
-                -1.265_512_2,
-            ],
-        );
+        let q = self.horner(t, &k::ERFC_POLY);
         let nz = self.b.ins().fneg(z);
         let arg = self.add(nz, q);
         let e = self.exp(arg);
         let erfc = self.mul(t, e);
         let big = self.sub(one, erfc);
         let big = self.copysign(big, x);
-        let lim = self.c(0.75);
+        let lim = self.c(k::ERF_SMALL);
         let is_small = self.cmp(FloatCC::LessThan, ax, lim);
         self.sel(is_small, small, big)
     }
-}
-
-/// Coefficient n of erf's Taylor series in x: 2/√π · (−1)ⁿ / (n!·(2n+1)).
-fn erf_taylor_coeff(n: usize) -> f32 {
-    let fact: f64 = (1..=n).map(|k| k as f64).product();
-    let sign = if n.is_multiple_of(2) { 1.0 } else { -1.0 };
-    (std::f64::consts::FRAC_2_SQRT_PI * sign / (fact * (2 * n + 1) as f64)) as f32
 }
 
 #[cfg(test)]

@@ -632,6 +632,21 @@ fn empty_domains_and_extents() {
     let s = output(&mut p, "s", DType::F32, &[5]);
     let v = reduce(ReduceFn::Max, vec![(0, 0)], f32c(1.0));
     emit(&mut p, "empty_reduce", s, v);
+    // Integer Max/Min over nothing store the type's own extreme (the
+    // interpreter's value), not a truncated i64 one.
+    for (dt, op) in [
+        (DType::I32, ReduceFn::Max),
+        (DType::I32, ReduceFn::Min),
+        (DType::I8, ReduceFn::Max),
+        (DType::U8, ReduceFn::Min),
+    ] {
+        let o = output(&mut p, &format!("{op:?}_{dt}"), dt, &[3]);
+        let one = Expr::Const {
+            value: 1.0,
+            dtype: dt,
+        };
+        emit(&mut p, "empty_int_reduce", o, reduce(op, vec![(0, 0)], one));
+    }
     check(&p, &[Rng(1).tensor(DType::F32, &[0, 5], 0.0, 1.0)], EXACT);
 }
 

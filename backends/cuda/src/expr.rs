@@ -333,16 +333,11 @@ impl Em<'_> {
     }
 
     fn reduce(&mut self, op: ReduceFn, vars: &[(usize, usize)], body: &Expr) -> R<V> {
-        let float = is_float(body.dtype(&self.p.buffers));
-        let acc = if float {
+        let dtype = body.dtype(&self.p.buffers);
+        let acc = if is_float(dtype) {
             V::F(self.fconst(op.identity() as f32))
         } else {
-            let i = match op {
-                ReduceFn::Sum => 0,
-                ReduceFn::Prod => 1,
-                ReduceFn::Max => i64::MIN,
-                ReduceFn::Min => i64::MAX,
-            };
+            let i = op.int_identity(dtype);
             let r = self.r64();
             self.ins(format!("mov.u64 {r}, {i}"));
             V::I(r)

@@ -51,13 +51,10 @@
 //! errors at f32 level. [`Precision::F32`] never comes here.
 
 use crate::Precision;
-use crate::check::index_range;
 use crate::emit::{Em, R, entry_name};
 use crate::plan::{KernelMode, Launch};
 use varc_ir::DType;
-use varc_ir::kernel::{
-    Access, Affine, BinaryFn, ConvCall, Expr, Kernel, Library, Program, ReduceFn, Var,
-};
+use varc_ir::kernel::{Access, Affine, ConvCall, Expr, Kernel, Library, Program, ReduceFn, Var};
 
 /// Rows of C per block.
 pub const BM: usize = 64;
@@ -102,19 +99,6 @@ pub struct Gemm {
     conv: Option<ConvCall>,
 }
 
-fn f32_load(p: &Program, e: &Expr) -> Option<Access> {
-    match e {
-        Expr::Load { access, guards, .. }
-            if guards.is_empty()
-                && access.gathers.is_empty()
-                && p.buffer(access.buf).dtype == DType::F32 =>
-        {
-            Some((**access).clone())
-        }
-        _ => None,
-    }
-}
-
 /// Replaces every `Reduce` in `e` by `with`.
 fn replace_reduce(e: &Expr, with: &Expr) -> Expr {
     let r = |x: &Expr| Box::new(replace_reduce(x, with));
@@ -130,97 +114,24 @@ fn replace_reduce(e: &Expr, with: &Expr) -> Expr {
 
 /// Recognises `k` as a contraction (see the module docs), any shape.
 pub fn recognise(p: &Program, k: &Kernel) -> Option<Gemm> {
-    let st = &k.store;
-    if p.buffer(st.buf).dtype != DType::F32
-        || !st.gathers.is_empty()
-        || k.reads().contains(&st.buf)
-        || !varc_ir::kernel::analysis::injective(&st.index, &k.domain)
-    {
+    let c = varc_ir::kernel::analysis::contraction(p, k)?;
+    // The tile epilogue evaluates the value with the accumulator in place
+    // of the one sum.
+    if c.occurrences != 1 {
         return None;
     }
-    let mut reduces = Vec::new();
-    k.value.visit(&mut |e| {
-        if let Expr::Reduce { op, vars, body } = e {
-            reduces.push((*op, vars.clone(), (**body).clone()));
-        }
-    });
-    let [(ReduceFn::Sum, vars, body)] = reduces.as_slice() else {
-        return None;
-    };
-    let Expr::Binary(BinaryFn::Mul, x, y) = body else {
-        return None;
-    };
-    let (x, y) = (f32_load(p, x)?, f32_load(p, y)?);
-    let long: Vec<_> = vars.iter().filter(|v| v.1 != 1).collect();
-    let (kvar, kext) = match long.as_slice() {
-        [] => (None, 1),
-        [(id, n)] => (Some(Var::Red(*id)), *n),
-        _ => return None,
-    };
-    let mut extents: Vec<(Var, usize)> = k
-        .domain
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| (Var::Out(i), n))
-        .collect();
-    extents.extend(vars.iter().map(|&(id, n)| (Var::Red(id), n)));
-    // The tile loader reads without run-time checks: every address the
-    // loop nest could form must be inside its buffer.
-    let inside = |a: &Access| {
-        let len = p.buffer(a.buf).len() as i128;
-        index_range(&a.index, &[], &extents).is_none_or(|(lo, hi)| lo >= 0 && hi < len)
-    };
-    if !inside(&x) || !inside(&y) || !inside(st) {
-        return None;
-    }
-    let axes: Vec<usize> = (0..k.domain.len()).filter(|&i| k.domain[i] > 1).collect();
-    // The last axis read by `only` and not by `other`, preferring one the
-    // store walks with unit stride.
-    let pick = |only: &Access, other: &Access, prefer_unit: bool| -> Option<usize> {
-        let ok: Vec<usize> = axes
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let v = Var::Out(i);
-                only.index.coeff(v) != 0 && other.index.coeff(v) == 0
-            })
-            .collect();
-        let unit = ok.iter().rev().find(|&&i| st.index.coeff(Var::Out(i)) == 1);
-        match (prefer_unit, unit) {
-            (true, Some(&i)) => Some(i),
-            _ => ok.last().copied(),
-        }
-    };
-    let ext = |ax: Option<usize>| ax.map_or(1, |i| k.domain[i]);
-    let score = |a: &Access, b: &Access| {
-        let n = pick(b, a, true);
-        let m = pick(a, b, false);
-        let unit = n.is_some_and(|i| st.index.coeff(Var::Out(i)) == 1);
-        (unit, ext(m).min(ext(n)), m, n)
-    };
-    let (s1, s2) = (score(&x, &y), score(&y, &x));
-    let ((_, _, m_axis, n_axis), a, b) = if (s2.0, s2.1) > (s1.0, s1.1) {
-        (s2, y, x)
-    } else {
-        (s1, x, y)
-    };
-    let batch: Vec<usize> = axes
-        .iter()
-        .copied()
-        .filter(|&i| Some(i) != m_axis && Some(i) != n_axis)
-        .collect();
     Some(Gemm {
-        a,
-        b,
-        m_axis,
-        n_axis,
-        kvar,
-        m: ext(m_axis),
-        n: ext(n_axis),
-        k: kext,
-        batch,
+        a: c.a,
+        b: c.b,
+        m_axis: c.m_axis,
+        n_axis: c.n_axis,
+        kvar: c.kvar,
+        m: c.m,
+        n: c.n,
+        k: c.k,
+        batch: c.batch,
         value: k.value.clone(),
-        store: st.clone(),
+        store: k.store.clone(),
         conv: None,
     })
 }

@@ -64,6 +64,10 @@ struct Shared {
     wake: Condvar,
     /// Mirrors `State::generation` for lock-free spinning.
     generation: AtomicUsize,
+    /// Workers waiting on `wake` (changed only under `state`'s lock), so
+    /// that a region finding every worker spinning skips the wake-up
+    /// system call.
+    sleepers: AtomicUsize,
 }
 
 /// A fixed set of worker threads (the calling thread counts as one).
@@ -132,6 +136,7 @@ impl ThreadPool {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             generation: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
         });
         let workers = (1..threads)
             .map(|i| {
@@ -192,7 +197,13 @@ impl ThreadPool {
                 .generation
                 .store(st.generation as usize, Ordering::Release);
         }
-        self.shared.wake.notify_all();
+        // A worker counts itself a sleeper under the lock before it checks
+        // the generation and waits, so one that will sleep through this
+        // region is counted by now (the lock orders it before the update
+        // above) and one counted after it sees the new generation.
+        if self.shared.sleepers.load(Ordering::Acquire) > 0 {
+            self.shared.wake.notify_all();
+        }
         region.work();
         let mut spins = 0usize;
         while region.done.load(Ordering::Acquire) < tasks {
@@ -222,7 +233,9 @@ fn worker(s: &Shared) {
         let region = {
             let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
             while st.generation == seen && !st.shutdown {
+                s.sleepers.fetch_add(1, Ordering::AcqRel);
                 st = s.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                s.sleepers.fetch_sub(1, Ordering::AcqRel);
             }
             if st.shutdown {
                 return;
@@ -292,6 +305,29 @@ mod tests {
                 assert!(hits.iter().all(|x| x.load(Ordering::Relaxed) == 1));
             }
         }
+    }
+
+    #[test]
+    fn sleeping_workers_are_woken() {
+        // Regions that start after the workers went to sleep must still
+        // reach them (the dispatcher skips the wake-up only when no worker
+        // sleeps). Tasks last long enough that a woken worker takes some;
+        // a few rounds absorb a machine too busy to schedule it at once.
+        let pool = ThreadPool::new(2);
+        let woke = (0..5).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            let ids = Arc::new(Mutex::new(std::collections::HashSet::new()));
+            let i2 = ids.clone();
+            pool.run(
+                16,
+                Arc::new(move |_| {
+                    i2.lock().unwrap().insert(std::thread::current().id());
+                    std::thread::sleep(std::time::Duration::from_millis(3));
+                }),
+            );
+            ids.lock().unwrap().len() == 2
+        });
+        assert!(woke, "the sleeping worker never took a task");
     }
 
     #[test]

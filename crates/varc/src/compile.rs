@@ -34,6 +34,13 @@ impl LoadedModel {
         self.lower_with(&LowerOptions::default())
     }
 
+    /// Lowers the model as the host JIT does (attention and convolutions
+    /// tagged for the runtime's microkernels when those are on): what
+    /// `varc run` executes, for `--emit kernels` and `inspect --memory`.
+    pub fn lower_for_host(&self) -> Result<Program> {
+        self.lower_with(&host_lower_options())
+    }
+
     /// [`LoadedModel::lower`] with explicit lowering options.
     pub fn lower_with(&self, opts: &LowerOptions) -> Result<Program> {
         let optimized = self.graph_to_lower()?;

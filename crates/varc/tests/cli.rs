@@ -118,3 +118,26 @@ fn cross_target_cannot_run() {
     assert!(!ok);
     assert!(stderr.contains("--emit"), "{stderr}");
 }
+
+#[test]
+fn emit_kernels_for_the_host_shows_what_runs() {
+    // The host JIT runs attention as one microkernel call: the listing
+    // says so, rather than showing the five-kernel lowering AOT objects get.
+    let (ok, host, stderr) = output(
+        varc()
+            .arg("run")
+            .arg(model("minvar_dyn18.onnx"))
+            .args(["--emit", "kernels"]),
+    );
+    assert!(ok, "{stderr}");
+    let (ok, cross, stderr) = output(varc().arg("run").arg(model("minvar_dyn18.onnx")).args([
+        "--target",
+        "aarch64-unknown-linux-gnu",
+        "--emit",
+        "kernels",
+    ]));
+    assert!(ok, "{stderr}");
+    assert!(host.contains("attention("), "{host}");
+    assert!(!cross.contains("attention("), "{cross}");
+    assert!(host.matches("\nkernel ").count() < cross.matches("\nkernel ").count());
+}

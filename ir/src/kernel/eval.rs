@@ -187,7 +187,12 @@ fn eval(ctx: &mut Ctx, e: &Expr) -> Result<f64, String> {
             round_to(*d, x)
         }
         Expr::Reduce { op, vars, body } => {
-            let mut acc = op.identity();
+            let dt = body.dtype(&ctx.program.buffers);
+            let mut acc = if dt.is_float() {
+                op.identity()
+            } else {
+                op.int_identity(dt) as f64
+            };
             reduce(ctx, *op, vars, body, &mut acc)?;
             acc
         }

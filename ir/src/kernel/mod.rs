@@ -17,6 +17,7 @@
 //! written once; [`eval`] is the kernel IR's own interpreter, the
 //! specification every code generator is tested against.
 
+pub mod activation;
 pub mod analysis;
 pub mod coalesce;
 pub mod eval;
@@ -199,6 +200,20 @@ impl ReduceFn {
             ReduceFn::Prod => 1.0,
             ReduceFn::Max => f64::NEG_INFINITY,
             ReduceFn::Min => f64::INFINITY,
+        }
+    }
+
+    /// The identity over values of the integer type `dtype`: Max and Min
+    /// start from the type's own extremes, so that an empty reduction
+    /// yields them (as ONNX ReduceMax / ReduceMin specify) rather than an
+    /// i64 extreme that truncates to something else when stored.
+    pub fn int_identity(self, dtype: crate::DType) -> i64 {
+        let (lo, hi) = dtype.int_range().unwrap_or((i64::MIN, i64::MAX));
+        match self {
+            ReduceFn::Sum => 0,
+            ReduceFn::Prod => 1,
+            ReduceFn::Max => lo,
+            ReduceFn::Min => hi,
         }
     }
 }

@@ -7,6 +7,7 @@
 use super::{Cx, View, input, known_shape};
 use crate::dtype::DType;
 use crate::graph::TypeInfo;
+use crate::kernel::activation::Activation;
 use crate::kernel::{BinaryFn, Expr, UnaryFn};
 use crate::op::{BinaryOp, GeluApprox, Op, UnaryOp, VariadicOp, binary_name, unary_name};
 
@@ -71,7 +72,7 @@ pub fn lower(
             let x = input(ins, 0)?;
             require_float(x.dtype, "Gelu")?;
             let (dt, v) = widen(x, &shape);
-            narrow(dt, out_ty.dtype, gelu(*approximate, dt, || v.clone()))
+            narrow(dt, out_ty.dtype, gelu(*approximate, dt, &v))
         }
         Op::LeakyRelu { alpha } => {
             let x = input(ins, 0)?;
@@ -290,7 +291,7 @@ fn unary(u: UnaryOp, dt: DType, x: Expr) -> Result<Expr, String> {
             let t = || un(UnaryFn::Exp, un(UnaryFn::Neg, un(UnaryFn::Abs, v())));
             Ok(add(bin(BinaryFn::Max, v(), c(dt, 0.0)), log1p(dt, t)))
         }
-        Silu => Ok(mul(v(), un(UnaryFn::Sigmoid, v()))),
+        Silu => Ok(Activation::Silu.build(dt, &x)),
         // NaN is the one value unequal to itself.
         IsNaN => Ok(un(UnaryFn::Not, bin(BinaryFn::Eq, v(), v()))),
         IsInf => Ok(bin(
@@ -463,26 +464,11 @@ fn clip(ins: &[Option<View>], shape: &[usize]) -> Result<Expr, String> {
     Ok(v)
 }
 
-fn gelu(approx: GeluApprox, dt: DType, x: impl Fn() -> Expr) -> Expr {
-    let half_x = || mul(c(dt, 0.5), x());
+/// GELU through its one definition (shared with the code generators'
+/// recognition of it, see [`crate::kernel::activation`]).
+fn gelu(approx: GeluApprox, dt: DType, x: &Expr) -> Expr {
     match approx {
-        // 0.5·x·(1 + erf(x/√2))
-        GeluApprox::None => mul(
-            half_x(),
-            add(
-                c(dt, 1.0),
-                un(
-                    UnaryFn::Erf,
-                    mul(x(), c(dt, std::f64::consts::FRAC_1_SQRT_2)),
-                ),
-            ),
-        ),
-        // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
-        GeluApprox::Tanh => {
-            let k = (2.0 / std::f64::consts::PI).sqrt();
-            let cube = mul(mul(x(), x()), x());
-            let inner = mul(c(dt, k), add(x(), mul(c(dt, 0.044715), cube)));
-            mul(half_x(), add(c(dt, 1.0), un(UnaryFn::Tanh, inner)))
-        }
+        GeluApprox::None => Activation::GeluErf.build(dt, x),
+        GeluApprox::Tanh => Activation::GeluTanh.build(dt, x),
     }
 }

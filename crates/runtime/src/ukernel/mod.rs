@@ -38,6 +38,7 @@
 //! block loops with B the implicit im2col matrix, packed straight from the
 //! input image.
 
+pub mod activation;
 pub mod attention;
 mod blocks;
 pub mod conv;

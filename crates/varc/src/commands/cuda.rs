@@ -27,7 +27,7 @@ pub fn run(
     match args.emit {
         None => {}
         Some(Emit::Kernels) => {
-            let text = varc_ir::kernel::program_to_text(&model.lower()?);
+            let text = varc_ir::kernel::program_to_text(&model.lower_cuda()?);
             return write_or_print(text, args.emit_path());
         }
         Some(Emit::Ptx) => {

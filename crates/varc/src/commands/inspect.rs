@@ -84,7 +84,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
         load(&args.model, &dims).with_context(|| format!("inspecting {}", args.model.display()))?;
     let mut facts = gather(&args, &model);
     if args.memory {
-        let program = model.lower()?;
+        let program = model.lower_for_host()?;
         let plan = varc_ir::kernel::plan::plan(&program);
         facts.memory = Some(MemoryFacts {
             kernels: program.kernels.len(),

@@ -259,6 +259,11 @@ fn emit(model: &LoadedModel, target: &Target, kind: Emit, args: &RunArgs) -> Res
     let text = match kind {
         Emit::Obj | Emit::So => unreachable!("handled above"),
         Emit::Ptx => bail!("--emit ptx needs --target cuda, cuda:sm_80 or cuda:sm_90"),
+        // The host's kernels are the ones `varc run` executes; a cross
+        // target gets the plain lowering its objects are compiled from.
+        Emit::Kernels if target.is_host() => {
+            varc_ir::kernel::program_to_text(&model.lower_for_host()?)
+        }
         Emit::Kernels => varc_ir::kernel::program_to_text(&model.lower()?),
         Emit::Clif | Emit::Asm => {
             let kernels = model.compile_for(target)?;

@@ -223,9 +223,19 @@ fn gather(cx: &mut Cx, x: &View, maps: &[AxisMap], shape: &[usize]) -> View {
     y
 }
 
+/// Inputs per output at most for which a resize along the contiguous last
+/// axis reads every input through a dense weight matrix (see
+/// [`dense_inner_value`]), per tap of the sparse form it replaces.
+const DENSE_INPUTS_PER_TAP: usize = 16;
+
 /// The value of one axis' resize of `cur` along `d`, in `work` precision.
 fn axis_value(cx: &mut Cx, cur: &View, d: usize, m: &AxisMap, work: DType) -> Expr {
     let t = m.max_taps().max(1);
+    let innermost = d + 1 == cur.shape.len() && cur.strides[d] == 1;
+    if innermost && m.in_len > 1 && m.in_len <= DENSE_INPUTS_PER_TAP * t {
+        let value = dense_inner_value(cx, cur, d, m, work);
+        return with_fill(cx, d, m, work, value);
+    }
     let (mut idx, mut w) = (vec![0i64; m.out_len * t], vec![0.0f64; m.out_len * t]);
     for (o, taps) in m.taps.iter().enumerate() {
         for (k, &(i, wt)) in taps.iter().enumerate() {
@@ -265,7 +275,7 @@ fn axis_value(cx: &mut Cx, cur: &View, d: usize, m: &AxisMap, work: DType) -> Ex
         w_t.load(&[out(d), tap]),
         cast(load, cur.dtype, work),
     );
-    let mut value = if t == 1 {
+    let value = if t == 1 {
         body
     } else {
         Expr::Reduce {
@@ -274,15 +284,55 @@ fn axis_value(cx: &mut Cx, cur: &View, d: usize, m: &AxisMap, work: DType) -> Ex
             body: Box::new(body),
         }
     };
-    if m.has_fill() {
-        let fill = m.fill.iter().find_map(|f| *f).unwrap_or(0.0);
-        let mask: Vec<bool> = m.fill.iter().map(Option::is_some).collect();
-        let mask_t =
-            Tensor::new(vec![m.out_len], TensorData::Bool(mask)).expect("mask size matches");
-        let mask_v = cx.weight("resize_fill", mask_t);
-        value = Expr::select(mask_v.load(&[out(d)]), konst(fill, work), value);
+    with_fill(cx, d, m, work, value)
+}
+
+/// A resize along the contiguous last axis `d` as `out[.., o] = Σ_i
+/// select(D[i, o] = 0, 0, D[i, o] · X[.., i])` over the dense weights `D`
+/// (`in_len × out_len`; taps are distinct inputs, in ascending order, so
+/// the sum adds the same terms in the same order as the tap form). The tap form
+/// gathers each input through an index table, which the code generators
+/// run one scalar load at a time; here the loads are affine and the sum
+/// vectorises along `o` (about 5× fewer instructions for VAR's bicubic
+/// upsampling, 13 inputs and 4 taps per output). The select keeps an input
+/// outside an output's taps out of its sum even when it is ±∞ or NaN.
+fn dense_inner_value(cx: &mut Cx, cur: &View, d: usize, m: &AxisMap, work: DType) -> Expr {
+    let mut dense = vec![0.0f64; m.in_len * m.out_len];
+    for (o, taps) in m.taps.iter().enumerate() {
+        for &(i, wt) in taps {
+            dense[i * m.out_len + o] += wt;
+        }
     }
-    value
+    let w_t = Tensor::new(
+        vec![m.in_len, m.out_len],
+        TensorData::from_f64(work, &dense),
+    )
+    .expect("table size matches its shape");
+    let w_t = cx.weight("resize_dense_weight", w_t);
+    let r = cx.red();
+    let mut xi: Vec<Affine> = (0..cur.shape.len()).map(out).collect();
+    xi[d] = red(r);
+    let w = || w_t.load(&[red(r), out(d)]);
+    let term = Expr::binary(BinaryFn::Mul, w(), cast(cur.load(&xi), cur.dtype, work));
+    let skip = Expr::binary(BinaryFn::Eq, w(), konst(0.0, work));
+    Expr::Reduce {
+        op: ReduceFn::Sum,
+        vars: vec![(r, m.in_len)],
+        body: Box::new(Expr::select(skip, konst(0.0, work), term)),
+    }
+}
+
+/// `value`, or the fill value at outputs `tf_crop_and_resize` places
+/// outside the input.
+fn with_fill(cx: &mut Cx, d: usize, m: &AxisMap, work: DType, value: Expr) -> Expr {
+    if !m.has_fill() {
+        return value;
+    }
+    let fill = m.fill.iter().find_map(|f| *f).unwrap_or(0.0);
+    let mask: Vec<bool> = m.fill.iter().map(Option::is_some).collect();
+    let mask_t = Tensor::new(vec![m.out_len], TensorData::Bool(mask)).expect("mask size matches");
+    let mask_v = cx.weight("resize_fill", mask_t);
+    Expr::select(mask_v.load(&[out(d)]), konst(fill, work), value)
 }
 
 #[cfg(test)]
