@@ -29,7 +29,7 @@ use cranelift_codegen::isa::CallConv;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use varc_ir::kernel::{Access, BufId, BufKind, ConvCall, Expr, Kernel, Program, Var};
+use varc_ir::kernel::{Access, BinaryFn, BufId, BufKind, ConvCall, Expr, Kernel, Program, Var};
 use varc_ir::{DType, TensorData};
 use varc_runtime::ukernel::conv::{ConvShape, Tensor};
 use varc_runtime::ukernel::{MatRef, PackedB};
@@ -66,13 +66,15 @@ pub fn packing_enabled() -> bool {
     std::env::var("VARC_PACK_WEIGHTS").map_or(true, |v| v != "0")
 }
 
-/// `fn(m, a, rs_a, cs_a, b: *const PackedB, c, rs_c, cs_c, accumulate: u32)`.
+/// `fn(m, a, rs_a, cs_a, b: *const PackedB, c, rs_c, cs_c, accumulate: u32,
+/// bias: *const f32)`.
 pub fn sgemm_packed_signature(cc: CallConv) -> Signature {
     let mut sig = Signature::new(cc);
     for _ in 0..8 {
         sig.params.push(AbiParam::new(types::I64));
     }
     sig.params.push(AbiParam::new(types::I32));
+    sig.params.push(AbiParam::new(types::I64));
     sig
 }
 
@@ -268,6 +270,110 @@ pub struct Gemm {
     pub batch: Vec<usize>,
     /// The rest of the value, over the domain, reading C in place.
     pub epilogue: Option<Kernel>,
+    /// A bias along the columns that the microkernel adds to each tile
+    /// (`varc_sgemm_packed`'s bias), taken out of the epilogue by
+    /// [`Gemm::fold_bias`].
+    bias: Option<Access>,
+}
+
+impl Gemm {
+    /// Moves a column bias from the epilogue into the packed-B call: when
+    /// every read of C in the epilogue is `C + bias[j]` (either order) with
+    /// one bias, a plain f32 load along the columns with unit stride, those
+    /// sums become `C` and the microkernel adds the bias to each tile while
+    /// it is in cache (an epilogue of only `C + bias` disappears). The
+    /// rounding is the same: the bias is added once the product is
+    /// complete, as the epilogue did.
+    pub fn fold_bias(&mut self, p: &Program) {
+        let (Some(e), Some(n)) = (&self.epilogue, self.n) else {
+            return;
+        };
+        let c = Expr::load(e.store.buf, e.store.index.clone());
+        let mut bias: Option<Access> = None;
+        let mut uses = 0;
+        let mut ok = true;
+        e.value.visit(&mut |x| {
+            if *x == c {
+                uses += 1;
+            }
+            if let Expr::Binary(BinaryFn::Add, l, r) = x {
+                let other = match (**l == c, **r == c) {
+                    (true, false) => r,
+                    (false, true) => l,
+                    _ => return,
+                };
+                match column_bias(p, other, n, &self.domain) {
+                    Some(a) if bias.as_ref().is_none_or(|b| *b == a) && a.buf != e.store.buf => {
+                        bias = Some(a);
+                    }
+                    _ => ok = false,
+                }
+            }
+        });
+        let Some(b) = bias.filter(|_| ok) else {
+            return;
+        };
+        let sum = |l: &Expr, r: &Expr| Expr::binary(BinaryFn::Add, l.clone(), r.clone());
+        let bias_load = Expr::load(b.buf, b.index.clone());
+        let (cb, bc) = (sum(&c, &bias_load), sum(&bias_load, &c));
+        let folded = replace_exprs(&e.value, &[&cb, &bc], &c);
+        // Every read of C must have been one of the sums.
+        let mut left = 0;
+        folded.visit(&mut |x| left += usize::from(*x == c));
+        let mut sums = 0;
+        e.value
+            .visit(&mut |x| sums += usize::from(*x == cb || *x == bc));
+        if left != uses || sums != uses {
+            return;
+        }
+        self.epilogue = (folded != c).then(|| Kernel {
+            value: folded,
+            ..e.clone()
+        });
+        self.bias = Some(b);
+    }
+}
+
+/// `e` as a plain f32 load of `n`'s values along domain axis `n` with unit
+/// stride and nothing else, inside its buffer.
+fn column_bias(p: &Program, e: &Expr, n: usize, domain: &[usize]) -> Option<Access> {
+    let Expr::Load { access, guards, .. } = e else {
+        return None;
+    };
+    let a = &**access;
+    let buf = p.buffer(a.buf);
+    let only_n = a
+        .index
+        .terms
+        .iter()
+        .all(|&(v, c)| v == Var::Out(n) && c == 1)
+        && a.index.coeff(Var::Out(n)) == 1;
+    let inside = a.index.offset >= 0
+        && (a.index.offset as usize)
+            .checked_add(domain[n])
+            .is_some_and(|end| end <= buf.len());
+    (guards.is_empty() && a.gathers.is_empty() && buf.dtype == DType::F32 && only_n && inside)
+        .then(|| a.clone())
+}
+
+/// `e` with every subexpression equal to one of `from` replaced by `to`.
+fn replace_exprs(e: &Expr, from: &[&Expr], to: &Expr) -> Expr {
+    if from.contains(&e) {
+        return to.clone();
+    }
+    let r = |x: &Expr| Box::new(replace_exprs(x, from, to));
+    match e {
+        Expr::Reduce { op, vars, body } => Expr::Reduce {
+            op: *op,
+            vars: vars.clone(),
+            body: r(body),
+        },
+        Expr::Unary(f, a) => Expr::Unary(*f, r(a)),
+        Expr::Binary(f, a, b) => Expr::Binary(*f, r(a), r(b)),
+        Expr::Select(c, a, b) => Expr::Select(r(c), r(a), r(b)),
+        Expr::Cast(d, a) => Expr::Cast(*d, r(a)),
+        Expr::Load { .. } | Expr::Const { .. } | Expr::Index(_) => e.clone(),
+    }
 }
 
 /// Replaces every `Reduce` in `e` by `with`.
@@ -321,6 +427,7 @@ pub fn recognise_for(p: &Program, k: &Kernel, packs: bool) -> Option<Gemm> {
         domain: k.domain.clone(),
         batch,
         epilogue,
+        bias: None,
     })
 }
 
@@ -422,6 +529,14 @@ impl Em<'_, '_> {
             // The JIT program keeps the packed matrix alive as long as
             // this code.
             let addr = Arc::as_ptr(&pk.pack) as i64;
+            // No batch axis moves the bias (`column_bias`).
+            let bias = match &g.bias {
+                Some(b) => {
+                    let base = self.bases[&b.buf.0];
+                    self.b.ins().iadd_imm_s(base, b.index.offset * 4)
+                }
+                None => c(self, 0),
+            };
             let args = [
                 c(self, m),
                 pa,
@@ -432,6 +547,7 @@ impl Em<'_, '_> {
                 c(self, strides[4]),
                 c(self, strides[5]),
                 self.b.ins().iconst(types::I32, 0),
+                bias,
             ];
             self.b.ins().call(f, &args);
             return Ok(());

@@ -133,6 +133,9 @@ pub fn build_host(
         .filter(|_| conv.is_none())
         .and_then(|_| gemm::recognise_for(p, k, packs.is_some()));
     let packed = gemm.as_ref().zip(packs).and_then(|(g, w)| w.pack(p, g));
+    if let (Some(g), Some(_)) = (&mut gemm, &packed) {
+        g.fold_bias(p);
+    }
     let packed_w = conv
         .as_ref()
         .zip(packs)

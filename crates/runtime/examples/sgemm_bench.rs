@@ -335,6 +335,7 @@ fn main() {
                     n as isize,
                     1,
                     0,
+                    std::ptr::null(),
                 )
             })
         });

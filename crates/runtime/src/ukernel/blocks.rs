@@ -69,8 +69,15 @@ pub(super) enum BSrc<'a> {
     /// A strided view, packed block by block here.
     Strided(&'a MatRef<'a>),
     /// Packed ahead; the product's column 0 is the packed matrix's column
-    /// `j0` (a multiple of the tile's column group).
-    Packed { b: &'a PackedB, j0: usize },
+    /// `j0` (a multiple of the tile's column group). With `bias`,
+    /// `bias[j]` is added to column `j` of C once the product is complete
+    /// (`n` values, the product's column 0 first): a projection's bias
+    /// lands while the tile is in cache instead of in a pass over C.
+    Packed {
+        b: &'a PackedB,
+        j0: usize,
+        bias: Option<&'a [f32]>,
+    },
     /// The im2col matrix of one image, packed block by block from the
     /// image (or read in place by a direct tile); the product's column 0
     /// is point `j0`. With `a`, A's blocks are taken from a whole A
@@ -84,6 +91,41 @@ pub(super) enum BSrc<'a> {
         /// values).
         bias: Option<&'a [f32]>,
     },
+}
+
+/// A bias added to C once its product is complete: per row (a
+/// convolution's output channels) or per column (a projection's outputs).
+#[derive(Clone, Copy)]
+enum Bias<'a> {
+    Rows(&'a [f32]),
+    Cols(&'a [f32]),
+}
+
+impl<'a> Bias<'a> {
+    fn of<'b>(b: &BSrc<'b>) -> Option<Bias<'b>> {
+        match *b {
+            BSrc::Im2col { bias, .. } => bias.map(Bias::Rows),
+            BSrc::Packed { bias, .. } => bias.map(Bias::Cols),
+            BSrc::Strided(_) => None,
+        }
+    }
+
+    /// Adds the bias to the block of C at `at`, whose origin is element
+    /// `(i, j)` of the product.
+    fn add(self, out: COut, at: &At, i: usize, j: usize) {
+        match self {
+            Bias::Rows(b) => super::generic::add_rows(out, at, &b[i..]),
+            Bias::Cols(b) => super::generic::add_cols(out, at, &b[j..]),
+        }
+    }
+
+    /// Panics unless the bias covers an `m × n` product.
+    fn check(self, m: usize, n: usize) {
+        match self {
+            Bias::Rows(b) => assert!(b.len() >= m, "bias shorter than the product's rows"),
+            Bias::Cols(b) => assert!(b.len() >= n, "bias shorter than the product's columns"),
+        }
+    }
 }
 
 /// C: `out` holds element `(i, j)` at `offset + i·rs + j·cs`.
@@ -136,11 +178,9 @@ pub(super) fn gemm(
         if !accumulate {
             super::generic::zero(c.out, &at);
         }
-        if let BSrc::Im2col {
-            bias: Some(bias), ..
-        } = b
-        {
-            super::generic::add_rows(c.out, &at, bias);
+        if let Some(bias) = Bias::of(&b) {
+            bias.check(m, n);
+            bias.add(c.out, &at, 0, 0);
         }
         return;
     }
@@ -187,12 +227,9 @@ fn blocks(
     let small_direct = direct_src
         .filter(|_| small.is_some())
         .and_then(|(src, j0)| t.small_direct.map(|f| (f, src, j0)));
-    let bias = match b {
-        BSrc::Im2col { bias, .. } => bias,
-        _ => None,
-    };
+    let bias = Bias::of(&b);
     if let Some(bias) = bias {
-        assert!(bias.len() >= m, "conv bias shorter than the product");
+        bias.check(m, n);
     }
     // A packed ahead in the layout `pack_a` would produce for these
     // blocks: same tile height, depth blocks and sliver-aligned rows.
@@ -245,7 +282,7 @@ fn blocks(
                     let at = c.at(0, jc + jr, m, w.min(ncur - jr), acc);
                     f(kcur, &ap, src.x, &taps, bases, c.out, &at);
                     if let Some(bias) = bias {
-                        super::generic::add_rows(c.out, &at, bias);
+                        bias.add(c.out, &at, 0, jc + jr);
                     }
                 }
                 continue;
@@ -276,7 +313,7 @@ fn blocks(
                             );
                             f(kcur, asl, src.x, &taps, [b0, b1], c.out, &at);
                             if let Some(bias) = bias {
-                                super::generic::add_rows(c.out, &at, &bias[ic + ir..]);
+                                bias.add(c.out, &at, ic + ir, jc + jr);
                             }
                         }
                     }
@@ -289,7 +326,7 @@ fn blocks(
                     pack::pack_b(dst, bm, pc, kcur, jc, ncur, t.nr);
                     &pb.as_slice()[..width * kcur]
                 }
-                BSrc::Packed { b, j0 } => b.panel(pc, j0 + jc, width),
+                BSrc::Packed { b, j0, .. } => b.panel(pc, j0 + jc, width),
                 BSrc::Im2col { src, j0, .. } => {
                     let dst = &mut pb.as_mut_slice()[..width * kcur];
                     pack::pack_b_im2col(dst, src, pc, kcur, j0 + jc, ncur, t.nr);
@@ -305,7 +342,7 @@ fn blocks(
                     let at = c.at(0, jc + jr, m, w.min(ncur - jr), acc);
                     f(kcur, &ap, &panel[jr * kcur..(jr + w) * kcur], c.out, &at);
                     if let Some(bias) = bias {
-                        super::generic::add_rows(c.out, &at, bias);
+                        bias.add(c.out, &at, 0, jc + jr);
                     }
                 }
                 continue;
@@ -331,7 +368,7 @@ fn blocks(
                         );
                         (t.run)(kcur, asl, bs, c.out, &at);
                         if let Some(bias) = bias {
-                            super::generic::add_rows(c.out, &at, &bias[ic + ir..]);
+                            bias.add(c.out, &at, ic + ir, jc + jr);
                         }
                     }
                 }

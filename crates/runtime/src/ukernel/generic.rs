@@ -65,6 +65,31 @@ pub(super) fn add_rows(c: COut, at: &At, bias: &[f32]) {
     }
 }
 
+/// Adds `bias[j]` to column `j` of the `at.rows × at.cols` block of C at
+/// `at`.
+pub(super) fn add_cols(c: COut, at: &At, bias: &[f32]) {
+    at.check(c);
+    let bias = &bias[..at.cols];
+    for i in 0..at.rows {
+        let row = at.offset as isize + i as isize * at.rs;
+        if at.cs == 1 {
+            // SAFETY: `at.check` proved every element of the block inside
+            // `c`; with unit column stride row `i`'s `at.cols` elements are
+            // contiguous from `row`, and no other reference to them is
+            // alive during this call (tiles write C only through `c`).
+            let r = unsafe { std::slice::from_raw_parts_mut(c.ptr.offset(row), at.cols) };
+            for (x, &b) in r.iter_mut().zip(bias) {
+                *x += b;
+            }
+            continue;
+        }
+        for (j, &b) in bias.iter().enumerate() {
+            // SAFETY: as in `store`.
+            unsafe { *c.ptr.offset(row + j as isize * at.cs) += b };
+        }
+    }
+}
+
 /// Zeroes the `at.rows × at.cols` block of C at `at`.
 pub(super) fn zero(c: COut, at: &At) {
     at.check(c);

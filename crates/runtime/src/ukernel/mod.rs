@@ -378,8 +378,29 @@ pub fn sgemm_blocked(
 ///
 /// Panics when a view does not fit its slice.
 pub fn sgemm_packed(m: usize, a: MatRef, b: &PackedB, c: MatMut, accumulate: bool) {
+    sgemm_packed_bias(m, a, b, None, c, accumulate);
+}
+
+/// [`sgemm_packed`] plus `bias[j]` on every element of column `j`: `C =
+/// (accumulate ? C : 0) + A·B + bias`, the bias added to each tile once
+/// its product is complete (so `A·B + bias` rounds as a separate pass
+/// adding the bias to the finished product would).
+///
+/// Panics when a view does not fit its slice or `bias` has fewer than
+/// `b.n()` values.
+pub fn sgemm_packed_bias(
+    m: usize,
+    a: MatRef,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    c: MatMut,
+    accumulate: bool,
+) {
     let tile = b.isa().tile();
     let bl = b.blocking(m);
+    if let Some(bias) = bias {
+        assert!(bias.len() >= b.n(), "sgemm: bias shorter than B's columns");
+    }
     gemm_checked(
         tile,
         &bl,
@@ -387,7 +408,7 @@ pub fn sgemm_packed(m: usize, a: MatRef, b: &PackedB, c: MatMut, accumulate: boo
         b.n(),
         b.k(),
         &a,
-        blocks::BSrc::Packed { b, j0: 0 },
+        blocks::BSrc::Packed { b, j0: 0, bias },
         c,
         accumulate,
     );
@@ -412,7 +433,11 @@ pub fn sgemm_packed_blocked(
         b.n(),
         b.k(),
         &a,
-        blocks::BSrc::Packed { b, j0: 0 },
+        blocks::BSrc::Packed {
+            b,
+            j0: 0,
+            bias: None,
+        },
         c,
         accumulate,
     );
@@ -477,8 +502,12 @@ enum RawB {
         rs: isize,
         cs: isize,
     },
-    /// Address of a live [`PackedB`].
-    Packed(usize),
+    /// Address of a live [`PackedB`], and of `n` column biases (product
+    /// column 0 first) or 0.
+    Packed {
+        b: usize,
+        bias: usize,
+    },
     /// The im2col matrix of a convolution's image.
     Im2col(conv::RawIm2col),
 }
@@ -511,7 +540,7 @@ impl RawGemm {
                 rs,
                 cs,
             },
-            RawB::Packed(p) => RawB::Packed(p),
+            RawB::Packed { b, bias } => RawB::Packed { b, bias },
             RawB::Im2col(x) => RawB::Im2col(conv::RawIm2col {
                 ptr: step(x.ptr, batch.b_step),
                 ..x
@@ -593,12 +622,14 @@ pub unsafe extern "C" fn varc_sgemm(
 }
 
 /// [`varc_sgemm`] with B packed ahead: `C = (accumulate != 0 ? C : 0) +
-/// A·B`, `A: m × k`, `C: m × n` where `k`, `n` are B's (the instruction set
-/// is the one B was packed for).
+/// A·B (+ bias)`, `A: m × k`, `C: m × n` where `k`, `n` are B's (the
+/// instruction set is the one B was packed for); a non-null `bias` holds
+/// `n` values, `bias[j]` added to column `j` as in [`sgemm_packed_bias`].
 ///
 /// # Safety
 ///
-/// `b` must point to a live [`PackedB`]; A and C as in [`varc_sgemm`].
+/// `b` must point to a live [`PackedB`]; `bias` is null or `n` readable
+/// f32s not overlapping C; A and C as in [`varc_sgemm`].
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn varc_sgemm_packed(
@@ -611,6 +642,7 @@ pub unsafe extern "C" fn varc_sgemm_packed(
     rs_c: isize,
     cs_c: isize,
     accumulate: u32,
+    bias: *const f32,
 ) {
     // SAFETY: the caller passes a live PackedB.
     let pb = unsafe { &*b };
@@ -621,7 +653,10 @@ pub unsafe extern "C" fn varc_sgemm_packed(
         a: a as usize,
         rs_a,
         cs_a,
-        b: RawB::Packed(b as usize),
+        b: RawB::Packed {
+            b: b as usize,
+            bias: bias as usize,
+        },
         c: c as usize,
         rs_c,
         cs_c,
@@ -653,7 +688,7 @@ unsafe fn run_raw(g: RawGemm) {
 unsafe fn run_batch(g: RawGemm, batch: Batch) {
     let tile = match g.b {
         // SAFETY: the caller passes a live PackedB.
-        RawB::Packed(p) => unsafe { &*(p as *const PackedB) }.isa().tile(),
+        RawB::Packed { b, .. } => unsafe { &*(b as *const PackedB) }.isa().tile(),
         RawB::Strided { .. } | RawB::Im2col(_) => Isa::detect().tile(),
     };
     let work = [g.m, g.n, g.k, batch.count]
@@ -811,10 +846,15 @@ unsafe fn run_part(g: RawGemm, i0: usize, i1: usize, j0: usize, j1: usize) {
                 )
             });
         }
-        RawB::Packed(p) => {
+        RawB::Packed { b: p, bias } => {
             // SAFETY: the caller passes a live PackedB.
             let pb = unsafe { &*(p as *const PackedB) };
             let bl = pb.blocking(g.m);
+            // SAFETY: a non-null bias holds the product's `g.n` columns
+            // (the caller's contract), of which the part reads `j0..j1`;
+            // nothing writes it during the call.
+            let bias = (bias != 0)
+                .then(|| unsafe { std::slice::from_raw_parts((bias as *const f32).add(j0), n) });
             blocks::gemm(
                 pb.isa().tile(),
                 &bl,
@@ -822,7 +862,7 @@ unsafe fn run_part(g: RawGemm, i0: usize, i1: usize, j0: usize, j1: usize) {
                 n,
                 k,
                 &a,
-                blocks::BSrc::Packed { b: pb, j0 },
+                blocks::BSrc::Packed { b: pb, j0, bias },
                 c,
                 g.accumulate,
             );

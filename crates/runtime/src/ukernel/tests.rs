@@ -449,6 +449,7 @@ fn c_abi_entry_with_negative_strides() {
             2,
             1,
             0,
+            std::ptr::null(),
         );
     }
     assert_eq!(c, want);
@@ -460,6 +461,8 @@ fn abi_run(threads: usize, packed: bool, (m, n, k): (usize, usize, usize), lc: L
     let mut rng = Lcg((m * 1000 + n * 10 + k) as u64);
     let a = rng.vec(m * k);
     let b = rng.vec(k * n);
+    // The packed path adds a column bias (`varc_sgemm_packed`'s option).
+    let bias = rng.vec(n);
     let (clen, rs_c, cs_c) = view(m, n, lc);
     let mut c = rng.vec(clen);
     let pb = PackedB::new(
@@ -489,6 +492,7 @@ fn abi_run(threads: usize, packed: bool, (m, n, k): (usize, usize, usize), lc: L
                     rs_c,
                     cs_c,
                     1,
+                    bias.as_ptr(),
                 )
             } else {
                 varc_sgemm(
@@ -532,6 +536,92 @@ fn threads_give_bit_identical_results() {
             }
         }
     }
+}
+
+#[test]
+fn packed_bias_lands_once_after_the_product() {
+    // `A·B + bias` through the tiles equals the product followed by a
+    // separate bias pass, bit for bit: on the small-row path, across tile
+    // tails, over several depth blocks (k > KC), accumulating or not.
+    for (m, n, k) in [(3, 45, 20), (29, 70, 600), (12, 32, 1), (50, 33, 257)] {
+        for accumulate in [false, true] {
+            let mut rng = Lcg((m * 7 + n * 3 + k) as u64);
+            let a = rng.vec(m * k);
+            let b = rng.vec(k * n);
+            let bias = rng.vec(n + 3);
+            let c0 = rng.vec(m * n);
+            let pb = PackedB::new(
+                k,
+                n,
+                MatRef {
+                    data: &b,
+                    offset: 0,
+                    rs: n as isize,
+                    cs: 1,
+                },
+            );
+            let ra = MatRef {
+                data: &a,
+                offset: 0,
+                rs: k as isize,
+                cs: 1,
+            };
+            fn cv(c: &mut [f32], n: usize) -> MatMut<'_> {
+                MatMut {
+                    data: c,
+                    offset: 0,
+                    rs: n as isize,
+                    cs: 1,
+                }
+            }
+            let mut want = c0.clone();
+            sgemm_packed(m, ra, &pb, cv(&mut want, n), accumulate);
+            for row in want.chunks_mut(n) {
+                for (x, &y) in row.iter_mut().zip(&bias) {
+                    *x += y;
+                }
+            }
+            let mut got = c0.clone();
+            sgemm_packed_bias(m, ra, &pb, Some(&bias), cv(&mut got, n), accumulate);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{m}x{n}x{k} accumulate={accumulate}"
+            );
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "bias shorter")]
+fn short_bias_panics() {
+    let b = vec![1f32; 6];
+    let pb = PackedB::new(
+        2,
+        3,
+        MatRef {
+            data: &b,
+            offset: 0,
+            rs: 3,
+            cs: 1,
+        },
+    );
+    let a = vec![1f32; 2];
+    let mut c = vec![0f32; 3];
+    let ra = MatRef {
+        data: &a,
+        offset: 0,
+        rs: 2,
+        cs: 1,
+    };
+    let c = MatMut {
+        data: &mut c,
+        offset: 0,
+        rs: 3,
+        cs: 1,
+    };
+    sgemm_packed_bias(1, ra, &pb, Some(&[1.0, 2.0]), c, false);
 }
 
 #[test]
