@@ -182,6 +182,7 @@ fn library_tagged_kernels_are_left_alone() {
     let opts = LowerOptions {
         fused_attention: true,
         conv_library: true,
+        ..Default::default()
     };
     let mut failures = Vec::new();
     let mut seen = 0;

@@ -59,7 +59,12 @@ impl LoadedModel {
         }
         let program = varc_ir::lower::lower_with(graph, &inferred.consts, opts)?;
         crate::timing::mark("lowering");
-        let program = self.fuse_kernels(program);
+        let program = self.fuse_kernels(
+            program,
+            varc_ir::kernel::fuse::FuseOptions {
+                repeated_epilogue_reads: opts.repeated_epilogue_reads,
+            },
+        );
         crate::timing::mark("kernel fusion");
         // Coalescing changes no value (not even bits): always on.
         let program = varc_ir::kernel::coalesce::coalesce_reductions(program);
@@ -71,9 +76,9 @@ impl LoadedModel {
 
     /// Kernel fusion ([`varc_ir::kernel::fuse`]) on a lowered program,
     /// unless [`LoadedModel::kernel_fusion`] says it is off.
-    fn fuse_kernels(&self, program: Program) -> Program {
+    fn fuse_kernels(&self, program: Program, opts: varc_ir::kernel::fuse::FuseOptions) -> Program {
         if self.kernel_fusion() {
-            varc_ir::kernel::fuse::fuse(program)
+            varc_ir::kernel::fuse::fuse_with(program, opts)
         } else {
             program
         }
@@ -148,6 +153,8 @@ fn host_lower_options() -> LowerOptions {
     LowerOptions {
         fused_attention: ukernels && env_on("VARC_FUSED_ATTENTION"),
         conv_library: ukernels && env_on("VARC_CONV_UKERNEL"),
+        // The sgemm path computes a repeated sum once.
+        repeated_epilogue_reads: ukernels,
     }
 }
 

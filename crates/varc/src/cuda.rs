@@ -37,6 +37,7 @@ impl LoadedModel {
         self.lower_with(&varc_ir::lower::LowerOptions {
             fused_attention: true,
             conv_library: true,
+            repeated_epilogue_reads: false,
         })
     }
 }

@@ -16,7 +16,9 @@
 //!    loads) whose temp is read by exactly one kernel without reductions, once,
 //!    at the same point, is substituted there: the reader's value becomes
 //!    the contraction's epilogue, which the CPU backend's sgemm path runs as
-//!    a loop over the output after the microkernel.
+//!    a loop over the output after the microkernel. With
+//!    [`FuseOptions::repeated_epilogue_reads`] the reader may read it at
+//!    several sites of the same element (an activation's argument).
 //! 3. **Output stores.** A copy of a whole temp into a program output makes
 //!    the temp's writers store into the output directly.
 //!
@@ -87,13 +89,34 @@ pub fn fuse(p: Program) -> Program {
     fuse_with_report(p).0
 }
 
+/// What a backend can take beyond the default fusions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FuseOptions {
+    /// Epilogues may read the contraction at several sites, all of the
+    /// same element (an activation repeats its argument: GELU reads it six
+    /// times), which puts the same sum in the value several times. Only
+    /// for backends that compute such a sum once (the host JIT's sgemm
+    /// path); a plain loop nest would compute it at every site.
+    pub repeated_epilogue_reads: bool,
+}
+
+/// [`fuse`] with `opts`.
+pub fn fuse_with(p: Program, opts: FuseOptions) -> Program {
+    fuse_with_report_opts(p, opts).0
+}
+
 /// Fuses `p` and says what it did.
 pub fn fuse_with_report(p: Program) -> (Program, FuseReport) {
+    fuse_with_report_opts(p, FuseOptions::default())
+}
+
+fn fuse_with_report_opts(p: Program, opts: FuseOptions) -> (Program, FuseReport) {
     let mut rep = FuseReport {
         kernels_before: p.kernels.len(),
         ..FuseReport::default()
     };
     let mut f = Fuser::new(p);
+    f.opts = opts;
     loop {
         let mut changed = false;
         for i in 0..f.kernels.len() {
@@ -136,6 +159,7 @@ struct Fuser {
     kernels: Vec<Option<Kernel>>,
     readers: Vec<BTreeSet<usize>>,
     writers: Vec<BTreeSet<usize>>,
+    opts: FuseOptions,
 }
 
 /// A load of the buffer being fused away, where it sits in its kernel.
@@ -161,6 +185,7 @@ impl Fuser {
             kernels,
             readers: vec![BTreeSet::new(); n],
             writers: vec![BTreeSet::new(); n],
+            opts: FuseOptions::default(),
         };
         for (i, k) in f.kernels.iter().enumerate() {
             let k = k.as_ref().expect("all kernels are present at the start");
@@ -337,9 +362,18 @@ impl Fuser {
             return None;
         }
         let mut sites = 0;
+        let mut first: Option<Access> = None;
+        let repeated_ok = self.opts.repeated_epilogue_reads;
         let value = rewrite_loads(ck, t, &mut |s| {
             if s.guarded || !s.access.gathers.is_empty() || s.in_reduce {
                 return None;
+            }
+            // Further sites must read the same element (see
+            // `FuseOptions::repeated_epilogue_reads`).
+            match &first {
+                None => first = Some(s.access.clone()),
+                Some(a) if repeated_ok && a == s.access => {}
+                Some(_) => return None,
             }
             let x = address::decompose(&s.access.index, s.scope, &gk.store.index, &gk.domain)?;
             // Only a renaming of axes keeps the contraction's operands
@@ -350,7 +384,7 @@ impl Fuser {
             sites += 1;
             renaming.then(|| address::subst_expr(&gk.value, &x))
         })?;
-        if sites != 1 {
+        if sites == 0 {
             return None;
         }
         let name = fused_name(&gk.name, &ck.name);

@@ -364,6 +364,12 @@ pub struct LowerOptions {
     /// implicit-GEMM convolution microkernel) instead of im2col copies and
     /// a matrix product.
     pub conv_library: bool,
+    /// Kernel fusion may substitute a contraction into an epilogue that
+    /// reads it at several sites of one element
+    /// ([`crate::kernel::fuse::FuseOptions::repeated_epilogue_reads`]): for
+    /// backends that compute such a sum once (the host JIT's sgemm path).
+    /// Read by the driver that runs fusion after lowering.
+    pub repeated_epilogue_reads: bool,
 }
 
 /// Lowers a fully typed graph to a kernel program (default options).

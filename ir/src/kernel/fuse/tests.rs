@@ -243,6 +243,37 @@ fn contraction_read_twice_or_broadcast_keeps_its_temp() {
 }
 
 #[test]
+fn repeated_reads_of_one_element_fuse_only_when_the_backend_says_so() {
+    let build = |shifted: bool| {
+        let mut b = B::new();
+        let a = b.input("a", &[4, 16]);
+        let w = b.weight("w", &[16, 8]);
+        let t = b.temp("t", &[4, 8]);
+        let y = b.output("y", &[4, 8]);
+        b.kernel("fc:MatMul", &[4, 8], t, matmul(a, w, 16, 8, 1));
+        // An activation-like reader: the same element twice, or (shifted)
+        // a neighbour the second time.
+        let other = if shifted {
+            ld(t, aff(0, &[(I0, 8)]))
+        } else {
+            ld(t, rm(&[4, 8]))
+        };
+        b.kernel("sq:Mul", &[4, 8], y, mul(ld(t, rm(&[4, 8])), other));
+        b.p
+    };
+    let on = FuseOptions {
+        repeated_epilogue_reads: true,
+    };
+    let before = build(false);
+    assert_eq!(names(&fuse(before.clone())), ["fc:MatMul", "sq:Mul"]);
+    let after = fuse_with(before.clone(), on);
+    assert_eq!(names(&after), ["sq:MatMul+Mul"]);
+    same_outputs(&before, &after, true);
+    let shifted = build(true);
+    assert_eq!(names(&fuse_with(shifted, on)), ["fc:MatMul", "sq:Mul"]);
+}
+
+#[test]
 fn nothing_is_inlined_into_a_contraction_operand() {
     let mut b = B::new();
     let x = b.input("x", &[4, 16]);
