@@ -1,20 +1,28 @@
 //! 2-D convolution throughput: the implicit-GEMM microkernel
-//! (`varc_conv2d`) against the im2col path it replaces (the im2col matrix
-//! materialised, then `sgemm`), both timed, on one thread:
+//! (`varc_conv2d`, weights packed ahead and a per-channel bias, as compiled
+//! models call it) against the im2col path it replaces (the im2col matrix
+//! materialised, then `sgemm`, then the bias):
 //!
-//! `cargo run --release -p varc-runtime --example conv_bench -- [CxMxHxW ...]`
+//! `cargo run --release -p varc-runtime --example conv_bench -- [--threads N] [CxMxHxW[kK] ...]`
 //!
-//! Shapes are batch 1, 3×3, stride 1, pad 1 (`C→M` channels on an `H×W`
-//! image); the columns after the im2col+sgemm time split it into its two
-//! parts. `--conv-only` times `varc_conv2d` alone (for profiling). Each
-//! figure is the best of 9 rounds, in thread CPU time, of enough
-//! repetitions to take about 20 ms; a round runs the variants in turn, so
-//! that all see the same load (the machine may be shared).
+//! Shapes are batch 1, stride 1, `K×K` kernel (3 unless `kK`), pad `K/2`
+//! (`C→M` channels on an `H×W` image); the default list is every
+//! convolution shape of the VQVAE decoder (`models/vqvae_dec_dyn18.onnx`,
+//! with how many times it occurs there) and then some larger ones. The
+//! columns after the im2col+sgemm time split it into its two parts.
+//! `--threads N` runs `varc_conv2d` with a pool of N threads installed
+//! (the reference stays on one thread). `--conv-only` times `varc_conv2d`
+//! alone (for profiling). Each figure is the best of 9 rounds of enough
+//! repetitions to take about 20 ms, in thread CPU time on one thread and
+//! wall time with a pool; a round runs the variants in turn, so that all
+//! see the same load (the machine may be shared).
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Instant;
-use varc_runtime::ukernel::conv::{ConvArgs, ConvShape};
-use varc_runtime::ukernel::{MatMut, MatRef, sgemm, varc_conv2d};
+use varc_runtime::pool::ThreadPool;
+use varc_runtime::ukernel::conv::{ConvArgs, ConvShape, Tensor};
+use varc_runtime::ukernel::{MatMut, MatRef, PackedB, sgemm, varc_conv2d};
 
 /// Seconds of CPU time this thread has used.
 #[cfg(target_os = "linux")]
@@ -44,11 +52,22 @@ thread_local! {
     static START: Instant = Instant::now();
 }
 
+fn wall() -> f64 {
+    START.with(|s| s.elapsed().as_secs_f64())
+}
+
 /// The best time of each of `fs` over 9 rounds, each round running every
 /// function in turn, repeated to take about 20 ms (so that all see the
-/// same load on a shared machine).
-fn times(fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
-    let now = || thread_cpu().unwrap_or_else(|| START.with(|s| s.elapsed().as_secs_f64()));
+/// same load on a shared machine). Thread CPU time, or wall time with
+/// `wall_clock` (work on other threads counts).
+fn times(wall_clock: bool, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    let now = || {
+        if wall_clock {
+            wall()
+        } else {
+            thread_cpu().unwrap_or_else(wall)
+        }
+    };
     let reps: Vec<usize> = fs
         .iter_mut()
         .map(|f| {
@@ -72,7 +91,7 @@ fn times(fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
     best
 }
 
-fn shape(c: usize, m: usize, h: usize, w: usize) -> ConvShape {
+fn shape(c: usize, m: usize, h: usize, w: usize, k: usize) -> ConvShape {
     ConvShape {
         batch: 1,
         in_channels: c,
@@ -81,14 +100,14 @@ fn shape(c: usize, m: usize, h: usize, w: usize) -> ConvShape {
         in_w: w,
         out_h: h,
         out_w: w,
-        kernel_h: 3,
-        kernel_w: 3,
+        kernel_h: k,
+        kernel_w: k,
         stride_h: 1,
         stride_w: 1,
         dilation_h: 1,
         dilation_w: 1,
-        pad_h: 1,
-        pad_w: 1,
+        pad_h: k / 2,
+        pad_w: k / 2,
     }
 }
 
@@ -123,39 +142,78 @@ fn im2col(z: &ConvShape, x: &[f32], col: &mut [f32]) {
     }
 }
 
+/// Every convolution of the VQVAE decoder: `(C, M, H, W, K, count)`.
+const VQVAE: [(usize, usize, usize, usize, usize, usize); 10] = [
+    (32, 32, 16, 16, 3, 1),
+    (32, 64, 16, 16, 3, 1),
+    (64, 64, 16, 16, 3, 8),
+    (64, 192, 16, 16, 1, 3),
+    (64, 64, 16, 16, 1, 3),
+    (64, 64, 32, 32, 3, 1),
+    (64, 32, 32, 32, 3, 1),
+    (32, 32, 32, 32, 3, 3),
+    (64, 32, 32, 32, 1, 1),
+    (32, 3, 32, 32, 3, 1),
+];
+
 fn main() {
-    let conv_only = std::env::args().any(|a| a == "--conv-only");
-    let mut shapes: Vec<(usize, usize, usize, usize)> = std::env::args()
-        .skip(1)
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let conv_only = argv.iter().any(|a| a == "--conv-only");
+    let threads = argv
+        .iter()
+        .position(|a| a == "--threads")
+        .and_then(|i| argv.get(i + 1))
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut shapes: Vec<(usize, usize, usize, usize, usize, usize)> = argv
+        .iter()
         .filter_map(|s| {
-            let v: Vec<usize> = s.split('x').filter_map(|t| t.parse().ok()).collect();
-            match v[..] {
-                [c, m, h, w] => Some((c, m, h, w)),
+            let (dims, k) = s.split_once('k').unwrap_or((s, "3"));
+            let v: Vec<usize> = dims.split('x').filter_map(|t| t.parse().ok()).collect();
+            match (&v[..], k.parse()) {
+                (&[c, m, h, w], Ok(k)) => Some((c, m, h, w, k, 1)),
                 _ => None,
             }
         })
         .collect();
     if shapes.is_empty() {
-        shapes = vec![
-            (64, 64, 32, 32),
-            (64, 32, 32, 32),
-            (32, 32, 32, 32),
-            (192, 192, 16, 16),
-            (128, 64, 32, 32),
-            (64, 64, 64, 64),
-            (3, 64, 32, 32),
-        ];
+        shapes = VQVAE.to_vec();
+        shapes.extend(
+            [(192, 192, 16, 16), (128, 64, 32, 32), (64, 64, 64, 64)]
+                .map(|(c, m, h, w)| (c, m, h, w, 3, 1)),
+        );
     }
-    println!(
-        "isa {}; 1 thread; batch 1, 3x3 stride 1 pad 1",
-        varc_runtime::ukernel::Isa::detect().name()
+    let (pool, one) = (
+        Arc::new(ThreadPool::new(threads)),
+        Arc::new(ThreadPool::new(1)),
     );
     println!(
-        "{:>18} {:>9} {:>8} | {:>9} {:>8} {:>9} {:>9} | {:>7}",
-        "C->M @ HxW", "conv ms", "GFLOP/s", "i2c+mm ms", "GFLOP/s", "(im2col", "sgemm)", "speedup"
+        "isa {}; {threads} thread(s) ({}); batch 1, KxK stride 1 pad K/2; weights packed, bias",
+        varc_runtime::ukernel::Isa::detect().name(),
+        if threads > 1 {
+            "wall time"
+        } else {
+            "thread CPU time"
+        },
     );
-    for (c, m, h, w) in shapes {
-        let z = shape(c, m, h, w);
+    let mut head = format!(
+        "{:>22} {:>9} {:>8}",
+        "C->M @ HxW kK (count)", "conv ms", "GFLOP/s"
+    );
+    if threads > 1 {
+        head += &format!(" {:>9} {:>7}", "1 thr ms", "scale");
+    }
+    if !conv_only {
+        head += &format!(
+            " | {:>9} {:>8} {:>9} {:>9} | {:>7}",
+            "i2c+mm ms", "GFLOP/s", "(im2col", "sgemm)", "speedup"
+        );
+    }
+    println!("{head}");
+    let mut total = [0f64; 3];
+    for (c, m, h, w, kk, count) in shapes {
+        let z = shape(c, m, h, w, kk);
         let (k, n) = (z.k(), z.points());
         let mut seed = 1u32;
         let mut rnd = || {
@@ -164,23 +222,44 @@ fn main() {
         };
         let x: Vec<f32> = (0..c * h * w).map(|_| rnd()).collect();
         let wt: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+        let bias: Vec<f32> = (0..m).map(|_| rnd()).collect();
         let mut y = vec![0f32; m * n];
-        let (hw, kk) = ((h * w) as i64, 9i64);
+        let (hw, kw) = ((h * w) as i64, (kk * kk) as i64);
+        let w_strides = [c as i64 * kw, kw, kk as i64, 1];
+        let packed = match PackedB::conv_weights(
+            &z,
+            Tensor {
+                data: &wt,
+                offset: 0,
+                strides: w_strides.map(|s| s as isize),
+            },
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{c}->{m} @ {h}x{w} k{kk}: {e}");
+                continue;
+            }
+        };
+        let pad = (kk / 2) as i64;
         let args = ConvArgs {
             x: x.as_ptr(),
             w: wt.as_ptr(),
             y: y.as_mut_ptr(),
             x_strides: [c as i64 * hw, hw, w as i64, 1],
-            w_strides: [c as i64 * kk, kk, 3, 1],
+            w_strides,
             y_strides: [m as i64 * hw, hw, w as i64, 1],
-            sizes: [1, c, m, h, w, h, w, 3, 3, 1, 1, 1, 1, 1, 1].map(|v| v as i64),
-            packed_a: std::ptr::null(),
-            bias: std::ptr::null(),
-            bias_stride: 0,
+            sizes: [
+                1, c as i64, m as i64, h as i64, w as i64, h as i64, w as i64, kk as i64,
+                kk as i64, 1, 1, 1, 1, pad, pad,
+            ],
+            packed_a: &packed,
+            bias: bias.as_ptr(),
+            bias_stride: 1,
         };
         let col = RefCell::new(vec![0f32; k * n]);
         let y2 = RefCell::new(vec![0f32; m * n]);
         let gemm = || {
+            let mut y2 = y2.borrow_mut();
             sgemm(
                 m,
                 n,
@@ -198,56 +277,86 @@ fn main() {
                     cs: 1,
                 },
                 MatMut {
-                    data: &mut y2.borrow_mut(),
+                    data: &mut y2,
                     offset: 0,
                     rs: n as isize,
                     cs: 1,
                 },
                 false,
-            )
+            );
+            for (row, b) in y2.chunks_mut(n).zip(&bias) {
+                row.iter_mut().for_each(|v| *v += b);
+            }
         };
         let i2c = || im2col(&z, &x, &mut col.borrow_mut());
-        let mut conv = || {
-            // SAFETY: x, w and y are contiguous NCHW / MCKK / NMHW tensors
-            // of exactly these extents in their own Vecs (y separate), and
-            // `y` is not otherwise touched while `args` is in use.
-            unsafe { varc_conv2d(&args) }
+        let run = |p: &Arc<ThreadPool>| {
+            p.install(|| {
+                // SAFETY: x, w and y are contiguous NCHW / MCKK / NMHW
+                // tensors of exactly these extents in their own Vecs (y
+                // separate), `packed` is w packed for this shape, the bias
+                // has one float per output channel, and `y` is not
+                // otherwise touched while `args` is in use.
+                unsafe { varc_conv2d(&args) }
+            })
         };
-        let t = if conv_only {
-            times(&mut [&mut conv])
-        } else {
-            times(&mut [
-                &mut conv,
-                &mut || {
-                    i2c();
-                    gemm();
-                },
-                &mut || i2c(),
-                &mut || gemm(),
-            ])
-        };
-        if conv_only {
-            println!("{c}->{m} @ {h}x{w}: conv {:.3} ms", t[0] * 1e3);
-            continue;
-        }
-        let (t_conv, t_path, t_i2c, t_mm) = (t[0], t[1], t[2], t[3]);
-        let y2 = y2.borrow();
-        let same = y
-            .iter()
-            .zip(y2.iter())
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        let flop = 2.0 * (m * n * k) as f64;
-        println!(
-            "{:>18} {:>9.3} {:>8.1} | {:>9.3} {:>8.1} {:>9.3} {:>9.3} | {:>6.2}x{}",
-            format!("{c}->{m} @ {h}x{w}"),
-            t_conv * 1e3,
-            flop / t_conv * 1e-9,
-            t_path * 1e3,
-            flop / t_path * 1e-9,
-            t_i2c * 1e3,
-            t_mm * 1e3,
-            t_path / t_conv,
-            if same { "" } else { "  (results differ!)" }
+        let (mut conv, mut conv1) = (|| run(&pool), || run(&one));
+        let (mut path, mut i2c_only, mut gemm_only) = (
+            || {
+                i2c();
+                gemm();
+            },
+            || i2c(),
+            || gemm(),
         );
+        // With a pool, the one-thread figure is taken in the same rounds
+        // (wall time too), so that the scaling is measured under one load.
+        let mut fs: Vec<&mut dyn FnMut()> = vec![&mut conv];
+        if threads > 1 {
+            fs.push(&mut conv1);
+        }
+        if !conv_only {
+            fs.extend([&mut path as &mut dyn FnMut(), &mut i2c_only, &mut gemm_only]);
+        }
+        let mut t = times(threads > 1, &mut fs).into_iter();
+        let t_conv = t.next().unwrap_or(f64::NAN);
+        let t_one = (threads > 1).then(|| t.next().unwrap_or(f64::NAN));
+        let flop = 2.0 * (m * n * k) as f64;
+        let label = format!("{c}->{m} @ {h}x{w} k{kk} ({count})");
+        total[0] += t_conv * count as f64;
+        let mut line = format!(
+            "{label:>22} {:>9.3} {:>8.1}",
+            t_conv * 1e3,
+            flop / t_conv * 1e-9
+        );
+        if let Some(t1) = t_one {
+            total[1] += t1 * count as f64;
+            line += &format!(" {:>9.3} {:>6.2}x", t1 * 1e3, t1 / t_conv);
+        }
+        if let (Some(t_path), Some(t_i2c), Some(t_mm)) = (t.next(), t.next(), t.next()) {
+            total[2] += t_path * count as f64;
+            let y2 = y2.borrow();
+            let same = y
+                .iter()
+                .zip(y2.iter())
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            line += &format!(
+                " | {:>9.3} {:>8.1} {:>9.3} {:>9.3} | {:>6.2}x{}",
+                t_path * 1e3,
+                flop / t_path * 1e-9,
+                t_i2c * 1e3,
+                t_mm * 1e3,
+                t_path / t_conv,
+                if same { "" } else { "  (results differ!)" }
+            );
+        }
+        println!("{line}");
     }
+    let mut line = format!("{:>22} {:>9.3} {:>8}", "total x count", total[0] * 1e3, "");
+    if threads > 1 {
+        line += &format!(" {:>9.3} {:>6.2}x", total[1] * 1e3, total[1] / total[0]);
+    }
+    if !conv_only {
+        line += &format!(" | {:>9.3}", total[2] * 1e3);
+    }
+    println!("{line}");
 }

@@ -21,7 +21,10 @@
 
 use super::blocks::{self, BSrc, Blocking, CView};
 use super::pack::DIRECT_VEC;
-use super::{Batch, COut, Isa, MatRef, PackedB, RawB, RawGemm, injective_axes, run_batch};
+use super::{
+    Batch, COut, Isa, MatRef, PAR_MIN_WORK, PackedB, RawB, RawGemm, SMALL_ROWS, injective_axes,
+    run_part,
+};
 use crate::ukernel::attention::span4;
 use std::cell::RefCell;
 
@@ -142,11 +145,7 @@ impl Im2col<'_> {
     /// Every tap of every output point lies inside the image (no padding
     /// reached).
     pub(super) fn inside(&self) -> bool {
-        let z = &self.shape;
-        z.pad_h == 0
-            && z.pad_w == 0
-            && reach(z.out_h, z.stride_h, z.kernel_h, z.dilation_h) <= z.in_h
-            && reach(z.out_w, z.stride_w, z.kernel_w, z.dilation_w) <= z.in_w
+        inside(&self.shape)
     }
 
     /// Tiles may read B from this image in place for the product's
@@ -187,10 +186,7 @@ impl Im2col<'_> {
         f: impl FnOnce(&Im2col, usize) -> R,
     ) -> R {
         let z = &self.shape;
-        let worth = z.stride_w == 1
-            && z.kernel_h * z.kernel_w > 1
-            && n > 0
-            && !(self.inside() && self.strides[2] == 1);
+        let worth = n > 0 && padded_copy(z, self.strides[2]);
         let (oh0, oh1) = (
             j0 / z.out_w.max(1),
             (j0 + n.max(1) - 1) / z.out_w.max(1) + 1,
@@ -203,37 +199,55 @@ impl Im2col<'_> {
             return f(self, j0);
         }
         PADDED.with(|cell| {
-            let mut buf = cell.borrow_mut();
-            buf.clear();
-            buf.reserve(size);
+            let mut pad = cell.borrow_mut();
+            let Padded { buf, zeros } = &mut *pad;
             let [cs, hs, ws] = self.strides;
             // Input columns `lo..hi` of a padded row lie in the image.
             let lo = z.pad_w.min(cols);
             let hi = (z.pad_w + z.in_w).clamp(lo, cols);
-            for c in 0..z.in_channels {
-                for yy in 0..rows {
-                    let iy = (oh0 * z.stride_h + yy) as isize - z.pad_h as isize;
-                    let at = buf.len();
-                    if iy < 0 || iy >= z.in_h as isize || lo == hi {
-                        buf.resize(at + cols, 0.0);
-                        continue;
+            // Padded rows `y0..y1` of a plane lie in the image.
+            let y_of = |yy: usize| (oh0 * z.stride_h + yy) as isize - z.pad_h as isize;
+            let inside = |yy: usize| (0..z.in_h as isize).contains(&y_of(yy));
+            let y0 = (0..rows).find(|&yy| inside(yy)).unwrap_or(rows);
+            let y1 = (y0..rows).find(|&yy| !inside(yy)).unwrap_or(rows);
+            let (y0, y1) = if lo == hi { (rows, rows) } else { (y0, y1) };
+            let layout = [size, rows, cols, lo, hi, y0, y1];
+            if buf.len() < size {
+                buf.resize(size, 0.0);
+                *zeros = None;
+            }
+            // The zero borders are where the last copy of this layout
+            // left them (the copy writes only the image's floats), so
+            // only the image is copied again.
+            let fresh = *zeros != Some(layout);
+            for (c, plane) in buf[..size].chunks_exact_mut(rows * cols).enumerate() {
+                let (top, rest) = plane.split_at_mut(y0 * cols);
+                let (mid, bottom) = rest.split_at_mut((y1 - y0) * cols);
+                if fresh {
+                    top.fill(0.0);
+                    bottom.fill(0.0);
+                }
+                let first = self.offset as isize + c as isize * cs + y_of(y0) * hs;
+                for (r, row) in mid.chunks_exact_mut(cols).enumerate() {
+                    let (left, rest) = row.split_at_mut(lo);
+                    let (body, right) = rest.split_at_mut(hi - lo);
+                    if fresh {
+                        left.fill(0.0);
+                        right.fill(0.0);
                     }
-                    buf.resize(at + lo, 0.0);
-                    let first = self.offset as isize + c as isize * cs + iy * hs;
+                    let from = first + r as isize * hs + (lo - z.pad_w) as isize * ws;
                     if ws == 1 {
-                        let from = (first + (lo - z.pad_w) as isize) as usize;
-                        buf.extend_from_slice(&self.x[from..][..hi - lo]);
+                        copy_row(body, &self.x[from as usize..][..hi - lo]);
                     } else {
-                        buf.extend(
-                            (lo..hi)
-                                .map(|xx| self.x[(first + (xx - z.pad_w) as isize * ws) as usize]),
-                        );
+                        for (i, d) in body.iter_mut().enumerate() {
+                            *d = self.x[(from + i as isize * ws) as usize];
+                        }
                     }
-                    buf.resize(at + cols, 0.0);
                 }
             }
+            *zeros = Some(layout);
             let padded = Im2col {
-                x: &buf,
+                x: &buf[..size],
                 offset: 0,
                 strides: [(rows * cols) as isize, cols as isize, 1],
                 shape: ConvShape {
@@ -250,6 +264,26 @@ impl Im2col<'_> {
     }
 }
 
+/// Every tap of every output point lies inside the image.
+fn inside(z: &ConvShape) -> bool {
+    z.pad_h == 0
+        && z.pad_w == 0
+        && reach(z.out_h, z.stride_h, z.kernel_h, z.dilation_h) <= z.in_h
+        && reach(z.out_w, z.stride_w, z.kernel_w, z.dilation_w) <= z.in_w
+}
+
+/// Products on an image of this shape (element stride `ws` along w) are
+/// packed from a padded copy ([`Im2col::with_padded`], size permitting):
+/// several taps per point, some reaching the padding or rows strided.
+fn padded_copy(z: &ConvShape, ws: isize) -> bool {
+    z.stride_w == 1 && z.kernel_h * z.kernel_w > 1 && !(inside(z) && ws == 1)
+}
+
+/// Bytes of a depth block of weights past which cutting channels across
+/// tasks beats cutting points (when no task copies the image): about
+/// half of a 48 KiB L1d, the rest for the image's runs the tiles read.
+const A_BLOCK_L1: usize = 24 << 10;
+
 /// Input rows (columns) `out` outputs reach: `(out − 1)·s + (k − 1)·d + 1`
 /// (sizes that passed [`ConvShape::check`]).
 fn reach(out: usize, s: usize, k: usize, d: usize) -> usize {
@@ -259,10 +293,36 @@ fn reach(out: usize, s: usize, k: usize, d: usize) -> usize {
 /// Largest padded image copy (floats); larger ones are packed in place.
 const PAD_MAX: usize = 1 << 24;
 
+/// The padded image copy of [`Im2col::with_padded`], kept between calls.
+struct Padded {
+    buf: Vec<f32>,
+    /// The layout (`[size, rows, cols, lo, hi, y0, y1]`) whose zero
+    /// borders `buf` holds, if any.
+    zeros: Option<[usize; 7]>,
+}
+
 thread_local! {
-    /// The padded image copy of [`Im2col::with_padded`], kept between
-    /// calls.
-    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PADDED: RefCell<Padded> = const {
+        RefCell::new(Padded {
+            buf: Vec::new(),
+            zeros: None,
+        })
+    };
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of small images: whole
+/// 16-float blocks are fixed-size copies the compiler inlines, where a
+/// slice copy is a `memcpy` call per row.
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    const B: usize = 16;
+    let mut d = dst.chunks_exact_mut(B);
+    let mut s = src.chunks_exact(B);
+    for (d, s) in (&mut d).zip(&mut s) {
+        if let (Ok(d), Ok(s)) = (<&mut [f32; B]>::try_from(d), <&[f32; B]>::try_from(s)) {
+            *d = *s;
+        }
+    }
+    d.into_remainder().copy_from_slice(s.remainder());
 }
 
 /// An image as the C ABI entry receives it (see [`Im2col`]).
@@ -585,8 +645,8 @@ fn isizes(s: [i64; 4]) -> [isize; 4] {
 /// of each output channel when given, added to each finished output as a
 /// separate pass would) as the module describes, with the operands, strides and sizes in `*args`. When a
 /// thread pool is current ([`crate::pool::current`]) and the work is
-/// large, the output points (or channels, when they have more tiles) are
-/// cut into blocks run as tasks, each over every image; each output is
+/// large, the output points (or channels, see [`run_conv`]) are cut into
+/// blocks run as tasks, each over every image; each output is
 /// computed with the same operations as in a serial call, so the result is
 /// bit-identical for any thread count.
 ///
@@ -615,6 +675,29 @@ fn isizes(s: [i64; 4]) -> [isize; 4] {
 ///   ≥ 0.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn varc_conv2d(args: *const ConvArgs) {
+    // SAFETY: the caller's contract is `conv_with`'s.
+    unsafe { conv_with(args, Split::Auto) }
+}
+
+/// How [`run_conv`] cuts a product across the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Split {
+    /// By points in whole tiles, or by channels where [`run_conv`] says.
+    Auto,
+    /// By channels (tests and tuning).
+    #[cfg(test)]
+    Rows,
+    /// By points (tests and tuning).
+    #[cfg(test)]
+    Cols,
+}
+
+/// [`varc_conv2d`] with the pool's cut chosen by `split`.
+///
+/// # Safety
+///
+/// As [`varc_conv2d`].
+unsafe fn conv_with(args: *const ConvArgs, split: Split) {
     // SAFETY: the caller passes a valid argument block.
     let a = unsafe { *args };
     let z = a.shape();
@@ -673,8 +756,120 @@ pub unsafe extern "C" fn varc_conv2d(args: *const ConvArgs) {
     // (inside w by the flattening checked above), B_i the im2col matrix of
     // x's image `i` (read only at coordinates inside the image) and C_i
     // y's image `i`; the caller's contract gives each the allocation,
-    // overlap and distinctness `run_batch` requires.
-    unsafe { run_batch(g, batch) }
+    // overlap and distinctness `run_conv` requires.
+    unsafe { run_conv(g, batch, split) }
+}
+
+/// Runs the products of `batch` ([`RawGemm::image`], B an im2col matrix),
+/// each cut into the same blocks of output points or of channels on the
+/// current pool when the work is large; a task runs its block of every
+/// product.
+///
+/// Points are cut by default, in whole register tiles of the tile that
+/// will run (the small tile's column group when the channels are few), so
+/// no task runs a partial tile the serial call would not, and each task
+/// copies only the image rows its points reach into its padded scratch
+/// ([`Im2col::with_padded`]): the copy is split across the tasks instead
+/// of repeated whole by each (as a cut of channels does), and the
+/// weights, packed ahead, are shared. Channels are cut when that balances
+/// the tasks much better (fewer point tiles than threads), or when no
+/// task copies the image and a depth block of the weights outgrows
+/// [`A_BLOCK_L1`] (1×1 convolutions with many channels). Each output is
+/// the same FMA chain however the products are cut, so the result is
+/// bit-identical for any thread count.
+///
+/// # Safety
+///
+/// As [`super::varc_sgemm`] for every product of the batch, B the im2col
+/// matrix of a live image not written during the call, and C of distinct
+/// products must not overlap A or B of any.
+unsafe fn run_conv(g: RawGemm, batch: Batch, split: Split) {
+    let work = [g.m, g.n, g.k, batch.count]
+        .iter()
+        .fold(1usize, |w, &x| w.saturating_mul(x));
+    let pool = crate::pool::current()
+        .filter(|_| work >= PAR_MIN_WORK)
+        .filter(|_| injective_axes(&[(g.m, g.rs_c), (g.n, g.cs_c), (batch.count, batch.c_step)]));
+    let Some(pool) = pool else {
+        for i in 0..batch.count {
+            // SAFETY: the caller's contract, product `i`.
+            unsafe { run_part(g.image(&batch, i), 0, g.m, 0, g.n) };
+        }
+        return;
+    };
+    let tile = Isa::detect().tile();
+    let threads = pool.threads();
+    let col_align = match tile.small {
+        Some((w, _)) if g.m <= SMALL_ROWS => w,
+        _ => tile.nr,
+    };
+    // The largest task's share of the work over an even share, when
+    // `0..n` is cut into tasks of whole `align` units.
+    let excess = |n: usize, align: usize| {
+        let tasks = crate::pool::range_count(n, threads, align);
+        let (lo, hi) = crate::pool::range(n, tasks, align, 0);
+        (hi - lo) as f64 * threads as f64 / n as f64
+    };
+    let (rows_excess, cols_excess) = (excess(g.m, tile.mr), excess(g.n, col_align));
+    // Cutting channels halves the weights each task cycles through L1 per
+    // column tile (a win once a depth block of them outgrows about half
+    // of L1), but each task then reads, and copies when padded, the
+    // whole image; cutting points splits the image and its copy.
+    let in_place = match g.b {
+        RawB::Im2col(x) => !padded_copy(&x.shape, x.strides[2]),
+        _ => true,
+    };
+    let a_block = g.m.saturating_mul(blocks::kc_for(g.k)).saturating_mul(4);
+    let by_rows = match split {
+        Split::Auto => {
+            if in_place && a_block > A_BLOCK_L1 {
+                rows_excess <= cols_excess
+            } else {
+                rows_excess < cols_excess && cols_excess >= 1.5
+            }
+        }
+        #[cfg(test)]
+        Split::Rows => true,
+        #[cfg(test)]
+        Split::Cols => false,
+    };
+    let (outer, align) = if by_rows {
+        (g.m, tile.mr)
+    } else {
+        (g.n, col_align)
+    };
+    let tasks = crate::pool::range_count(outer, threads, align);
+    if tasks < 2 {
+        for i in 0..batch.count {
+            // SAFETY: the caller's contract, product `i`.
+            unsafe { run_part(g.image(&batch, i), 0, g.m, 0, g.n) };
+        }
+        return;
+    }
+    pool.run(
+        tasks,
+        std::sync::Arc::new(move |t| {
+            let (lo, hi) = crate::pool::range(outer, tasks, align, t);
+            for i in 0..batch.count {
+                let g = g.image(&batch, i);
+                // SAFETY: the part is a block of rows (columns) of the
+                // caller's product `i`, inside its views. Tasks write
+                // disjoint elements of C (distinct `(i, r, c)` are distinct
+                // elements by the caller's contract, checked by
+                // `injective_axes` above) through raw pointers only; A, B
+                // and the bias are only read. The caller's pointers outlive
+                // `pool.run`, which returns only when every task has
+                // finished.
+                unsafe {
+                    if by_rows {
+                        run_part(g, lo, hi, 0, g.n)
+                    } else {
+                        run_part(g, 0, g.m, lo, hi)
+                    }
+                }
+            }
+        }),
+    );
 }
 
 #[cfg(test)]

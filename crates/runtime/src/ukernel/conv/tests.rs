@@ -1088,3 +1088,267 @@ fn conv_bias_added_once() {
         }
     }
 }
+
+/// `y` of case `cs` computed by `sgemm_with` on the materialised im2col
+/// matrix of each image (the reference the implicit GEMM must equal bit
+/// for bit), plus `bias[m]` added afterwards when given.
+fn sgemm_on_im2col(isa: Isa, cs: &Case, d: &Data, bias: Option<&[f32]>) -> Vec<f32> {
+    let z = &cs.z;
+    let (m, n, k) = (z.out_channels, z.points(), z.k());
+    let mut want = vec![f32::NAN; d.y_len];
+    for img in 0..z.batch {
+        let col = im2col(z, d, img);
+        sgemm_with(
+            isa,
+            m,
+            n,
+            k,
+            MatRef {
+                data: &d.w,
+                offset: 0,
+                rs: d.ws[0],
+                cs: 1,
+            },
+            MatRef {
+                data: &col,
+                offset: 0,
+                rs: n as isize,
+                cs: 1,
+            },
+            MatMut {
+                data: &mut want,
+                offset: img * d.ys[0] as usize,
+                rs: d.ys[1],
+                cs: 1,
+            },
+            false,
+        );
+    }
+    if let Some(bias) = bias {
+        for img in 0..z.batch {
+            for (ch, b) in bias.iter().enumerate().take(m) {
+                for p in 0..n {
+                    want[at(0, d.ys, [img, ch, p / z.out_w, p % z.out_w])] += b;
+                }
+            }
+        }
+    }
+    outputs(z, d, &want)
+}
+
+/// Every convolution shape of the VQVAE decoder (3×3 pad 1 and 1×1, as
+/// the model calls them: weights packed ahead, a bias), through the C ABI
+/// entry at 1 to 4 threads: bit-identical to `sgemm` on the im2col
+/// matrix plus the bias, whichever way the pool cuts the work (points in
+/// whole tiles, the small path's groups, or channels).
+#[test]
+fn conv_vqvae_shapes_threads_bit_identical() {
+    let one = [1, 1];
+    let conv = |c, m, hw, k: usize| {
+        plain(shape(
+            (1, c, m),
+            (hw, hw),
+            [k, k],
+            one,
+            one,
+            [k / 2, k / 2],
+            [0, 0],
+        ))
+    };
+    let mut all = vec![
+        conv(32, 32, 16, 3),
+        conv(32, 64, 16, 3),
+        conv(64, 64, 16, 3),
+        conv(64, 192, 16, 1),
+        conv(64, 64, 16, 1),
+        conv(64, 64, 32, 3),
+        conv(64, 32, 32, 3),
+        conv(32, 32, 32, 3),
+        conv(64, 32, 32, 1),
+        conv(32, 3, 32, 3),
+    ];
+    // Off the tile sizes: rows of 20 points (tasks' first points inside
+    // an output row) and a batch of two.
+    all.push(plain(shape(
+        (2, 24, 40),
+        (20, 20),
+        [3, 3],
+        one,
+        one,
+        one,
+        [0, 0],
+    )));
+    for (ci, cs) in all.iter().enumerate() {
+        let z = &cs.z;
+        let d = data(cs, 1100 + ci as u64);
+        let bias: Vec<f32> = (0..z.out_channels)
+            .map(|i| (i as f32 * 0.61).cos() * 2.0)
+            .collect();
+        let want = sgemm_on_im2col(Isa::detect(), cs, &d, Some(&bias));
+        let packed = PackedB::conv_weights(
+            z,
+            Tensor {
+                data: &d.w,
+                offset: 0,
+                strides: d.ws,
+            },
+        )
+        .unwrap();
+        for threads in [1, 2, 3, 4] {
+            for packed_a in [std::ptr::null(), &packed as *const PackedB] {
+                let mut y = vec![f32::NAN; d.y_len];
+                let a = ConvArgs {
+                    packed_a,
+                    bias: bias.as_ptr(),
+                    bias_stride: 1,
+                    ..args(z, &d, &mut y)
+                };
+                // SAFETY: as in `run_abi`; `packed` is w packed for this
+                // shape and outlives the call; `bias` has one element per
+                // output channel.
+                let call = || unsafe { varc_conv2d(&a) };
+                Arc::new(ThreadPool::new(threads)).install(call);
+                let got = outputs(z, &d, &y);
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{threads} threads, packed {} {z:?}: differs from sgemm on im2col",
+                    !packed_a.is_null()
+                );
+            }
+        }
+    }
+}
+
+/// The padded scratch keeps its zero borders between calls of one
+/// layout and redraws them when the layout changes: a sequence of
+/// convolutions on one thread whose padded copies have the same size but
+/// other borders (pad 1 / pad 2 / none with a strided image), repeated,
+/// each equal to `sgemm` on its im2col matrix.
+#[test]
+fn conv_padded_scratch_reused_across_layouts() {
+    let one = [1, 1];
+    // 2 channels of 8×8 padded rows each time.
+    let pad1 = plain(shape((1, 2, 5), (6, 6), [3, 3], one, one, one, [0, 0]));
+    let pad2 = plain(shape((1, 2, 5), (4, 4), [5, 5], one, one, [2, 2], [0, 0]));
+    let strided = Case {
+        x_ws: 2,
+        ..plain(shape((1, 2, 5), (8, 8), [3, 3], one, one, [0, 0], [0, 0]))
+    };
+    // Top and bottom rows of zeros only (cropped output: fewer rows).
+    let rows_only = plain(shape((1, 2, 5), (8, 6), [3, 1], one, one, [1, 0], [0, 0]));
+    let seq = [
+        pad1, pad2, pad1, strided, pad2, rows_only, pad1, pad1, strided,
+    ];
+    for (i, cs) in seq.iter().enumerate() {
+        let d = data(cs, 1200 + i as u64);
+        let got = outputs(&cs.z, &d, &run_safe(Isa::detect(), cs, &d));
+        let want = sgemm_on_im2col(Isa::detect(), cs, &d, None);
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "step {i} {:?}: differs from sgemm on im2col",
+            cs.z
+        );
+        check_against_reference("padded scratch", cs, &d, &run_safe(Isa::detect(), cs, &d));
+    }
+}
+
+/// Wall time of the pool's cuts on the VQVAE decoder's shapes (weights
+/// packed, a bias), all in the same rounds: `cargo test --release -p
+/// varc-runtime --lib conv_split_speed -- --ignored --nocapture`
+/// (`VARC_THREADS` threads, default 2).
+#[test]
+#[ignore]
+fn conv_split_speed() {
+    use std::time::Instant;
+    let threads = std::env::var("VARC_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let pool = Arc::new(ThreadPool::new(threads));
+    let one = [1, 1];
+    println!("{threads} threads; best ms of 15 rounds: serial / rows / cols / auto");
+    for (c, m, hw, k) in [
+        (32, 32, 16, 3),
+        (32, 64, 16, 3),
+        (64, 64, 16, 3),
+        (64, 192, 16, 1),
+        (64, 64, 16, 1),
+        (64, 64, 32, 3),
+        (64, 32, 32, 3),
+        (32, 32, 32, 3),
+        (64, 32, 32, 1),
+        (32, 3, 32, 3),
+    ] {
+        let cs = plain(shape(
+            (1, c, m),
+            (hw, hw),
+            [k, k],
+            one,
+            one,
+            [k / 2, k / 2],
+            [0, 0],
+        ));
+        let z = &cs.z;
+        let d = data(&cs, 1);
+        let bias = vec![0.5f32; m];
+        let packed = PackedB::conv_weights(
+            z,
+            Tensor {
+                data: &d.w,
+                offset: 0,
+                strides: d.ws,
+            },
+        )
+        .unwrap();
+        let mut y = vec![0f32; d.y_len];
+        let a = ConvArgs {
+            packed_a: &packed,
+            bias: bias.as_ptr(),
+            bias_stride: 1,
+            ..args(z, &d, &mut y)
+        };
+        let variants = [
+            None,
+            Some(Split::Rows),
+            Some(Split::Cols),
+            Some(Split::Auto),
+        ];
+        let run = |v: Option<Split>| match v {
+            // SAFETY: as in `run_abi`; `packed` is w packed for this shape;
+            // `bias` has one element per output channel.
+            None => unsafe { conv_with(&a, Split::Auto) },
+            // SAFETY: as above.
+            Some(s) => pool.install(|| unsafe { conv_with(&a, s) }),
+        };
+        let reps: Vec<usize> = variants
+            .iter()
+            .map(|&v| {
+                run(v);
+                let t = Instant::now();
+                run(v);
+                (0.005 / t.elapsed().as_secs_f64().max(1e-7)).ceil() as usize
+            })
+            .collect();
+        let mut best = [f64::INFINITY; 4];
+        for _ in 0..15 {
+            for (i, &v) in variants.iter().enumerate() {
+                let t = Instant::now();
+                for _ in 0..reps[i] {
+                    run(v);
+                }
+                best[i] = best[i].min(t.elapsed().as_secs_f64() / reps[i] as f64);
+            }
+        }
+        println!(
+            "{c:>3}->{m:<3} @ {hw}x{hw} k{k}: {:.4} / {:.4} / {:.4} / {:.4}",
+            best[0] * 1e3,
+            best[1] * 1e3,
+            best[2] * 1e3,
+            best[3] * 1e3
+        );
+    }
+}
