@@ -7,39 +7,62 @@
 //! loop, Q packed in groups of 4 rows, `Kᵀ` packed per block), an online
 //! softmax per row (running max `m`, running sum `l` kept lane by lane so
 //! that no block needs a horizontal sum; when the max grows, the row's
-//! accumulator and sum are rescaled by `exp(m_old − m_new)`), and
-//! `acc += P·V` over V packed in column panels of whole zmm rows (64, 32 or
-//! 16 wide, 4 rows per register tile). The `S_q × S_kv` score matrix never
-//! exists. Per thread, the scratch (kept between calls) holds one tile's
-//! Q rows, scores and accumulators (tens of KB) and one K/V head packed for
-//! the block products (`S_kv·(d + d_v)` floats), packed once per head: the
-//! units a thread takes in a row mostly share their head. Every inner loop
-//! runs over fixed-size arrays or slices cut to length beforehand, so the
-//! compiler drops their bounds checks.
+//! accumulator and sum are rescaled by `exp(m_old − m_new)`; on AVX-512
+//! the four rows of a group in one pass, with a shorter exponential, see
+//! `x86`), and `acc += P·V` over V packed in column panels of whole zmm
+//! rows (64, 32 or 16 wide; 4 rows per register tile, 8 for 32-wide
+//! panels on AVX-512). The `S_q × S_kv` score matrix never exists. K and
+//! V are packed once per call and key block, by whichever thread needs
+//! the block first, into buffers reused across calls (`pack`); per
+//! thread, the scratch (kept between calls) holds one tile's Q rows,
+//! scores and accumulators (tens of KB). Every inner loop runs over
+//! fixed-size arrays or slices cut to length beforehand, so the compiler
+//! drops their bounds checks.
+//!
+//! Submodules by job: `classes` (bias block classes), `schedule` (unit
+//! order), `pack` (packed K/V), `entry` (the C entry and its pool split),
+//! `x86` (explicit AVX-512 / AVX2 kernels).
 //!
 //! Skipping is per group of 4 query rows and key block: under the causal
 //! limit everything past it, and where the group's bias is −∞ throughout
-//! (block-causal masks); where it is 0 throughout nothing is added. Each
-//! `(group, block)` of a bias plane is classified once per call and thread
-//! (a bias broadcast over batch and heads, as VAR's mask is, is scanned
-//! once, not once per head). Skipping is exact: such keys contribute
-//! `exp(−∞) = 0`. Rows whose every score is −∞ give 0 (as the loop nest
-//! that specifies the call does).
+//! (block-causal masks); where it is ±0 throughout nothing is added. Each
+//! `(group, block)` of each bias plane is classified once per call, before
+//! any tile runs, by OR/AND reductions of the raw bits (split across the
+//! pool by plane and query tile; a bias broadcast over batch and heads, as
+//! VAR's mask is, is one plane, scanned once whatever the head and thread
+//! counts), and the tiles read the table. Skipping is exact: such keys
+//! contribute `exp(−∞) = 0`. Rows whose every score is −∞ give 0 (as the
+//! loop nest that specifies the call does).
 //!
 //! A call with at most `DIRECT_MAX_ROWS` query rows (decoding with a KV
 //! cache) packs nothing: scores are dot products with the K rows in place
 //! and V rows accumulate in place.
 //!
 //! Threads: the `(batch, head, tile)` units are tasks on the current pool
-//! ([`crate::pool::current`]); each output row is computed by one task with
-//! the same operations as in a serial call, so results are bit-identical
-//! for any thread count. One implementation, instantiated per instruction
+//! ([`crate::pool::current`]), handed out `(batch, head)` by `(batch,
+//! head)` and within each heaviest tile first (live blocks counted from
+//! the class table and the causal limit), so that the last tasks are
+//! light and the threads end together; each output row is computed by one
+//! task with the same operations as in a serial call, so results are
+//! bit-identical for any thread count. One implementation, instantiated per instruction
 //! set (AVX-512F, AVX2+FMA, NEON, portable) through `#[target_feature]`
 //! wrappers, with fixed-width inner loops the compiler vectorises.
 
+mod classes;
+mod entry;
+mod pack;
+mod schedule;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
 use super::Isa;
+use classes::*;
+pub use entry::{AttentionArgs, args_layout, varc_attention};
+use pack::*;
+use schedule::*;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Keys per block.
 const NK: usize = 64;
@@ -216,25 +239,6 @@ struct Scratch {
     /// `q[g·d .. (g+1)·d]`, one `[f32; RQ]` per depth step, so that a step
     /// of the score product broadcasts consecutive elements.
     q: Vec<[f32; RQ]>,
-    /// `Kᵀ` of one K/V head by key block: block `jb` is
-    /// `kt[jb·d .. (jb+1)·d]`, one row of `NK` keys per depth step (0 past
-    /// `s_kv`).
-    kt: Vec<[f32; NK]>,
-    /// V of one K/V head in column panels (see [`panel_width`]): the panel
-    /// at column `c0`, `w` wide, is `skvp` rows of `w` at `v[skvp·c0..]`
-    /// (0 past `s_kv` and `v_head_dim`, so that zero probabilities of
-    /// padding keys add exact zeros).
-    v: Vec<f32>,
-    /// `(call, batch, K/V head)` that `kt` and `v` hold: consecutive units
-    /// of a call mostly share a head, so each thread packs a head once.
-    packed: Option<(u64, usize, usize)>,
-    /// Class ([`SKIP`], [`ZERO`], [`MIXED`] or [`UNKNOWN`]) of each
-    /// `(query tile, key block)` of the bias plane `classes_of` = `(call,
-    /// batch or 0, head or 0)`: a bias broadcast over batch and heads
-    /// (VAR's block-causal mask) is scanned once per call and thread, not
-    /// once per head.
-    classes: Vec<u8>,
-    classes_of: Option<(u64, usize, usize)>,
     /// Scores, then probabilities: `MQ` rows of `NK`.
     s: Vec<[f32; NK]>,
     /// Output accumulators in the panels of `v`: the panel at column `c0`,
@@ -253,15 +257,13 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn fit(&mut self, d: usize, dv: usize, skvp: usize, dvp: usize) {
+    fn fit(&mut self, d: usize, dv: usize, dvp: usize) {
         fn grow<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
             if v.len() < n {
                 v.resize(n, zero);
             }
         }
         grow(&mut self.q, MQ / RQ * d, [0.0; RQ]);
-        grow(&mut self.kt, skvp / NK * d, [0.0; NK]);
-        grow(&mut self.v, skvp * dvp, 0.0);
         grow(&mut self.s, MQ, [0.0; NK]);
         grow(&mut self.acc, MQ * dvp, 0.0);
         grow(&mut self.m, MQ, 0.0);
@@ -274,21 +276,6 @@ impl Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// Block classes of a bias: every element −∞ (the block is skipped), every
-/// element 0 (nothing to add), anything else; `UNKNOWN` = not scanned yet.
-const UNKNOWN: u8 = 0;
-const SKIP: u8 = 1;
-const ZERO: u8 = 2;
-const MIXED: u8 = 3;
-
-/// Numbers calls, so that a thread's packed K/V head is never taken for
-/// another call's.
-static CALLS: AtomicU64 = AtomicU64::new(0);
-
-fn next_call() -> u64 {
-    CALLS.fetch_add(1, Ordering::Relaxed)
 }
 
 /// `out` = attention of `p` (see [`Problem`]) on this thread, with the best
@@ -320,21 +307,37 @@ pub fn attention_with(isa: Isa, p: &Problem, out: OutMut) {
         offset: out.offset,
         strides: out.strides,
     };
-    let call = next_call();
+    let packs = Packs::new(p);
+    let classes = Classes::new(p);
+    if let Some(c) = &classes {
+        c.fill_all(isa, p);
+    }
     for u in 0..p.units() {
-        run_unit(isa, p, call, u, &mut |idx, row| {
-            let at = o.at(idx) as isize;
+        run_unit(isa, p, &packs, classes.as_ref(), u, &mut |idx, row| {
+            let at = o.at(idx);
+            if o.strides[3] == 1 {
+                out.data[at..][..row.len()].copy_from_slice(row);
+                return;
+            }
             for (c, &y) in row.iter().enumerate() {
-                out.data[(at + c as isize * o.strides[3]) as usize] = y;
+                out.data[(at as isize + c as isize * o.strides[3]) as usize] = y;
             }
         });
     }
 }
 
-/// Computes unit `u` of call number `call` and hands each output row
+/// Computes unit `u` of a call (whose packed K/V is `packs`) and hands
+/// each output row
 /// `[b, h, i, 0..v_head_dim]` to `store`. `isa` must be one of
 /// [`Isa::available`].
-fn run_unit(isa: Isa, p: &Problem, call: u64, u: usize, store: &mut dyn FnMut([usize; 4], &[f32])) {
+fn run_unit(
+    isa: Isa,
+    p: &Problem,
+    packs: &Packs,
+    classes: Option<&Classes>,
+    u: usize,
+    store: &mut dyn FnMut([usize; 4], &[f32]),
+) {
     let (b, h, t) = p.unit(u);
     let i0 = t * MQ;
     let rows = MQ.min(p.sizes.s_q - i0);
@@ -342,9 +345,10 @@ fn run_unit(isa: Isa, p: &Problem, call: u64, u: usize, store: &mut dyn FnMut([u
     let skvp = p.sizes.s_kv.div_ceil(NK) * NK;
     SCRATCH.with(|cell| {
         let mut sc = cell.borrow_mut();
-        sc.fit(p.sizes.head_dim, p.sizes.v_head_dim, skvp, dvp);
+        sc.fit(p.sizes.head_dim, p.sizes.v_head_dim, dvp);
         let at = Tile {
-            call,
+            packs: packs.head(p, b, h / p.group()),
+            classes: classes.map_or(&[], |c| c.plane(b, h)),
             b,
             h,
             i0,
@@ -368,8 +372,11 @@ fn run_unit(isa: Isa, p: &Problem, call: u64, u: usize, store: &mut dyn FnMut([u
 }
 
 /// Where one tile lies.
-struct Tile {
-    call: u64,
+struct Tile<'c> {
+    /// The K/V head's packed blocks.
+    packs: &'c [OnceLock<Box<[f32]>>],
+    /// The bias plane's block classes (empty without a bias).
+    classes: &'c [AtomicU8],
     b: usize,
     h: usize,
     i0: usize,
@@ -451,51 +458,6 @@ fn lanes(x: &[f32; NK], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
         }
     }
     acc.into_iter().fold(init, f)
-}
-
-/// Block-row maxima with explicit vectors (the compiler does not
-/// vectorise compare-select folds on its own).
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::NK;
-    use std::arch::x86_64::*;
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn max_avx512(x: &[f32; NK]) -> f32 {
-        let p = x.as_ptr();
-        // SAFETY: the loads read elements 0..64 of `x`.
-        unsafe {
-            let a = _mm512_max_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
-            let b = _mm512_max_ps(_mm512_loadu_ps(p.add(32)), _mm512_loadu_ps(p.add(48)));
-            _mm512_reduce_max_ps(_mm512_max_ps(a, b))
-        }
-    }
-
-    /// Eight 8-lane vectors folded by `f` into one, then its lanes.
-    #[target_feature(enable = "avx2")]
-    fn fold8(x: &[f32; NK], f: impl Fn(__m256, __m256) -> __m256, g: fn(f32, f32) -> f32) -> f32 {
-        let p = x.as_ptr();
-        // SAFETY: the loads read elements 0..64 of `x`.
-        let v = unsafe {
-            let l = |i: usize| _mm256_loadu_ps(p.add(8 * i));
-            let a = f(f(l(0), l(1)), f(l(2), l(3)));
-            let b = f(f(l(4), l(5)), f(l(6), l(7)));
-            f(a, b)
-        };
-        let mut lanes = [0f32; 8];
-        // SAFETY: `lanes` holds 8 floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
-        lanes[1..].iter().fold(lanes[0], |a, &b| g(a, b))
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) fn max_avx2(x: &[f32; NK]) -> f32 {
-        fold8(
-            x,
-            |a, b| _mm256_max_ps(a, b),
-            |a, b| if b > a { b } else { a },
-        )
-    }
 }
 
 /// Copies `dst.len()` elements starting at `at` with stride `step`.
@@ -593,23 +555,50 @@ fn pv<const K: u8, const R: usize, const W: usize>(
     *acc = a;
 }
 
-/// [`pv`] for the groups of `p` that `live` marks, for the panel `v` (all
-/// `skvp` rows of it) and its accumulators `acc` (`MQ` rows), keys
-/// `j0 .. j0+nk`.
+/// [`pv`] for the groups of `R` rows of `p` that `live` marks, for the
+/// block's panel `v` (`NK` rows, the first `nk` of them keys) and its
+/// accumulators `acc` (`MQ` rows). On AVX-512, 32-column panels take two
+/// live groups at once (`R2 = 2R` rows: 16 accumulators, each V load
+/// feeding 8 rows instead of 4).
 #[inline(always)]
-fn pv_panel<const K: u8, const R: usize, const W: usize>(
+fn pv_panel<const K: u8, const R: usize, const R2: usize, const W: usize>(
     p: &[[f32; NK]],
     live: &[bool],
     v: &[f32],
-    (j0, nk): (usize, usize),
+    nk: usize,
     acc: &mut [f32],
 ) {
     let (vr, _) = v.as_chunks::<W>();
-    let vb = &vr[j0..j0 + nk];
+    let vb = &vr[..nk];
     let (ar, _) = acc.as_chunks_mut::<W>();
-    let groups = p.as_chunks::<R>().0.iter().zip(ar.as_chunks_mut::<R>().0);
-    for ((pg, ag), _) in groups.zip(live).filter(|(_, l)| **l) {
-        pv::<K, R, W>(pg, vb, ag);
+    let groups = (p.len() / R).min(ar.len() / R).min(live.len());
+    let pair = K == AVX512 && W == 32 && R2 == 8;
+    let mut g = 0;
+    while g < groups {
+        let rows = g * R..;
+        if pair && g + 1 < groups && live[g] && live[g + 1] {
+            let pg: &[[f32; NK]; 8] = p[rows.clone()][..8].try_into().expect("8 rows");
+            let a = ar[rows][..8].as_flattened_mut();
+            let (a, _) = a.as_chunks_mut::<32>();
+            let ag: &mut [[f32; 32]; 8] = a.try_into().expect("8 rows");
+            let (v32, _) = vb.as_flattened().as_chunks::<32>();
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `pair` holds only for `K == AVX512`, which runs only
+            // inside `tile_avx512`, on a CPU with AVX-512F.
+            unsafe {
+                x86::pv8x32_avx512(pg, v32, ag)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (pg, v32, ag);
+            g += 2;
+            continue;
+        }
+        if live[g] {
+            let pg: &[[f32; NK]; R] = p[rows.clone()][..R].try_into().expect("R rows");
+            let ag: &mut [[f32; W]; R] = (&mut ar[rows][..R]).try_into().expect("R rows");
+            pv::<K, R, W>(pg, vb, ag);
+        }
+        g += 1;
     }
 }
 
@@ -621,6 +610,12 @@ fn pv_panel<const K: u8, const R: usize, const W: usize>(
 /// zero probabilities and `alpha = 1`.
 #[inline(always)]
 fn online<const K: u8>(srow: &mut [f32; NK], m: &mut f32, l: &mut [f32; PAD]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if K == AVX512 {
+        // SAFETY: `tile::<AVX512>` runs only inside `tile_avx512`, on a CPU
+        // with AVX-512F.
+        return unsafe { x86::online_avx512(srow, m, l) };
+    }
     let block_max = max::<K>(srow);
     let m_new = if block_max > *m { block_max } else { *m };
     if m_new == f32::NEG_INFINITY {
@@ -646,6 +641,28 @@ fn online<const K: u8>(srow: &mut [f32; NK], m: &mut f32, l: &mut [f32; PAD]) ->
     }
     *m = m_new;
     alpha
+}
+
+/// [`online`] for the `RQ` rows of a group; on AVX-512 all of them at
+/// once (one reduction network for the four maxima, one exponential for
+/// the four `alpha`s, more independent work in flight).
+#[inline(always)]
+fn online_group<const K: u8>(
+    s: &mut [[f32; NK]; RQ],
+    m: &mut [f32; RQ],
+    l: &mut [[f32; PAD]; RQ],
+) -> [f32; RQ] {
+    #[cfg(target_arch = "x86_64")]
+    if K == AVX512 {
+        // SAFETY: `tile::<AVX512>` runs only inside `tile_avx512`, on a CPU
+        // with AVX-512F.
+        return unsafe { x86::online4_avx512(s, m, l) };
+    }
+    let mut alphas = [1.0; RQ];
+    for (((srow, m), l), a) in s.iter_mut().zip(m).zip(l).zip(&mut alphas) {
+        *a = online::<K>(srow, m, l);
+    }
+    alphas
 }
 
 /// The sum of the lanes, in a fixed order.
@@ -692,86 +709,6 @@ fn row_of<'a>(o: &Operand<'a>, idx: [usize; 4], len: usize, buf: &'a mut [f32]) 
     }
 }
 
-/// Packs K/V head `hk` of batch `b` into `kt` and `v` (layouts in
-/// [`Scratch`]).
-#[inline(always)]
-fn pack_kv<const K: u8>(
-    p: &Problem,
-    b: usize,
-    hk: usize,
-    skvp: usize,
-    dvp: usize,
-    kt: &mut [[f32; NK]],
-    v: &mut [f32],
-) {
-    let z = p.sizes;
-    let (d, dv) = (z.head_dim, z.v_head_dim);
-    for (jb, blk) in kt[..skvp / NK * d].chunks_exact_mut(d.max(1)).enumerate() {
-        for jj in 0..NK {
-            let j = jb * NK + jj;
-            if j >= z.s_kv {
-                blk.iter_mut().for_each(|x| x[jj] = 0.0);
-                continue;
-            }
-            let at = p.k.at([b, hk, j, 0]);
-            if p.k.strides[3] == 1 {
-                for (x, &y) in blk.iter_mut().zip(&p.k.data[at..][..d]) {
-                    x[jj] = y;
-                }
-            } else {
-                for (e, x) in blk.iter_mut().enumerate() {
-                    x[jj] = p.k.data[(at as isize + e as isize * p.k.strides[3]) as usize];
-                }
-            }
-        }
-    }
-    let mut c0 = 0;
-    while c0 < dvp {
-        let w = panel_width::<K>(dvp - c0);
-        let cols = dv.saturating_sub(c0).min(w);
-        for (j, row) in v[skvp * c0..][..skvp * w].chunks_exact_mut(w).enumerate() {
-            if j < z.s_kv {
-                let at = p.v.at([b, hk, j, 0]) as isize + c0 as isize * p.v.strides[3];
-                gather(&mut row[..cols], p.v.data, at as usize, p.v.strides[3]);
-                row[cols..].fill(0.0);
-            } else {
-                row.fill(0.0);
-            }
-        }
-        c0 += w;
-    }
-}
-
-/// The class of the bias over rows `i0 .. i0+rows` and keys `j0 .. j0+nk`
-/// of `[b, h]` (see [`SKIP`]).
-fn classify(
-    bias: &Operand,
-    b: usize,
-    h: usize,
-    i0: usize,
-    rows: usize,
-    j0: usize,
-    nk: usize,
-) -> u8 {
-    let (mut all_inf, mut all_zero) = (true, true);
-    let mut buf = [0f32; NK];
-    for i in i0..i0 + rows {
-        let row = row_of(bias, [b, h, i, j0], nk, &mut buf);
-        // Counts rather than early exits, so that the scan vectorises.
-        let (mut inf, mut zero) = (0u32, 0u32);
-        for &x in row {
-            inf += u32::from(x == f32::NEG_INFINITY);
-            zero += u32::from(x == 0.0);
-        }
-        all_inf &= inf as usize == nk;
-        all_zero &= zero as usize == nk;
-        if !all_inf && !all_zero {
-            return MIXED;
-        }
-    }
-    if all_inf { SKIP } else { ZERO }
-}
-
 /// How many keys of the block at `j0` (of `nk`) row `i` may see under the
 /// causal limit.
 #[inline(always)]
@@ -803,11 +740,6 @@ fn tile<const K: u8>(p: &Problem, at: &Tile, sc: &mut Scratch, store: Store) {
     let nblocks = skvp / NK;
     let Scratch {
         q,
-        kt,
-        v,
-        packed,
-        classes,
-        classes_of,
         s,
         acc,
         m,
@@ -816,11 +748,28 @@ fn tile<const K: u8>(p: &Problem, at: &Tile, sc: &mut Scratch, store: Store) {
         row_out,
         ..
     } = sc;
-    if *packed != Some((at.call, b, hk)) {
-        pack_kv::<K>(p, b, hk, skvp, dvp, kt, v);
-        *packed = Some((at.call, b, hk));
-    }
     for (g, qg) in q[..rows_p / RQ * d].chunks_exact_mut(d.max(1)).enumerate() {
+        // Whole groups of contiguous rows interleave through registers on
+        // AVX-512 (element by element, the stores are scatters).
+        #[cfg(target_arch = "x86_64")]
+        if K == AVX512 && p.q.strides[3] == 1 && g * RQ + RQ <= rows {
+            let src: [&[f32]; RQ] =
+                std::array::from_fn(|rr| &p.q.data[p.q.at([b, h, i0 + g * RQ + rr, 0])..][..d]);
+            let full = d / PAD * PAD;
+            for e0 in (0..full).step_by(PAD) {
+                let rows4: [&[f32; PAD]; RQ] =
+                    src.map(|x| x[e0..e0 + PAD].try_into().expect("PAD elements"));
+                let dst: &mut [[f32; RQ]; PAD] =
+                    (&mut qg[e0..e0 + PAD]).try_into().expect("PAD steps");
+                // SAFETY: `tile::<AVX512>` runs only inside `tile_avx512`,
+                // on a CPU with AVX-512F.
+                unsafe { x86::interleave4_avx512(rows4, p.scale, dst) };
+            }
+            for (e, x) in qg.iter_mut().enumerate().skip(full) {
+                *x = src.map(|row| p.scale * row[e]);
+            }
+            continue;
+        }
         for rr in 0..RQ {
             let r = g * RQ + rr;
             if r < rows {
@@ -836,18 +785,6 @@ fn tile<const K: u8>(p: &Problem, at: &Tile, sc: &mut Scratch, store: Store) {
     m[..rows_p].fill(f32::NEG_INFINITY);
     l[..rows_p].fill([0.0; PAD]);
     acc[..MQ * dvp].fill(0.0);
-    if let Some(bias) = &p.bias {
-        let plane = (
-            at.call,
-            if bias.strides[0] == 0 { 0 } else { b },
-            if bias.strides[1] == 0 { 0 } else { h },
-        );
-        if *classes_of != Some(plane) {
-            classes.clear();
-            classes.resize(z.s_q.div_ceil(RQ) * nblocks, UNKNOWN);
-            *classes_of = Some(plane);
-        }
-    }
     let groups = rows_p / RQ;
     for jb in 0..nblocks {
         let j0 = jb * NK;
@@ -867,20 +804,25 @@ fn tile<const K: u8>(p: &Problem, at: &Tile, sc: &mut Scratch, store: Store) {
             }
             *c = match &p.bias {
                 None => ZERO,
-                Some(bias) => {
-                    let slot = &mut classes[((i0 + r0) / RQ) * nblocks + jb];
-                    if *slot == UNKNOWN {
-                        *slot = classify(bias, b, h, i0 + r0, n, j0, nk);
-                    }
-                    *slot
-                }
+                // (A table that does not cover the block cannot happen; the
+                // class that adds the bias is right anyway.)
+                Some(_) => at
+                    .classes
+                    .get(((i0 + r0) / RQ) * nblocks + jb)
+                    .map_or(MIXED, |c| c.load(Ordering::Relaxed)),
             };
         }
         let live = class.map(|c| c != SKIP);
         if !live.contains(&true) {
             continue;
         }
-        let ktb = &kt[jb * d..][..d];
+        let Some(cell) = at.packs.get(jb) else {
+            // (The table covers every block of the head: cannot happen.)
+            continue;
+        };
+        let packed = cell.get_or_init(|| pack_block::<K>(p, b, hk, jb, dvp));
+        let (kt, _) = packed[..d * NK].as_chunks::<NK>();
+        let ktb = &kt[..d];
         let nkp = nk.div_ceil(PAD) * PAD;
         let (sg, _) = s[..rows_p].as_chunks_mut::<RQ>();
         for (g, sg) in sg.iter_mut().enumerate() {
@@ -891,7 +833,8 @@ fn tile<const K: u8>(p: &Problem, at: &Tile, sc: &mut Scratch, store: Store) {
             for (rr, srow) in sg.iter_mut().enumerate() {
                 let r = g * RQ + rr;
                 if r >= rows {
-                    srow.fill(0.0);
+                    // (Zero probabilities and `alpha = 1`, as a masked row.)
+                    srow.fill(f32::NEG_INFINITY);
                     continue;
                 }
                 let i = i0 + r;
@@ -905,7 +848,12 @@ fn tile<const K: u8>(p: &Problem, at: &Tile, sc: &mut Scratch, store: Store) {
                 }
                 let limit = visible(p, i, j0, nk);
                 srow[limit..].fill(f32::NEG_INFINITY);
-                let alpha = online::<K>(srow, &mut m[r], &mut l[r]);
+            }
+            let mg: &mut [f32; RQ] = (&mut m[g * RQ..][..RQ]).try_into().expect("RQ rows");
+            let lg: &mut [[f32; PAD]; RQ] = (&mut l[g * RQ..][..RQ]).try_into().expect("RQ rows");
+            let alphas = online_group::<K>(sg, mg, lg);
+            for (rr, &alpha) in alphas.iter().enumerate() {
+                let r = g * RQ + rr;
                 if alpha != 1.0 {
                     let mut c0 = 0;
                     while c0 < dvp {
@@ -921,12 +869,13 @@ fn tile<const K: u8>(p: &Problem, at: &Tile, sc: &mut Scratch, store: Store) {
         let mut c0 = 0;
         while c0 < dvp {
             let w = panel_width::<K>(dvp - c0);
-            let (vp, ap) = (&v[skvp * c0..][..skvp * w], &mut acc[MQ * c0..][..MQ * w]);
+            let vp = &packed[d * NK + NK * c0..][..NK * w];
+            let ap = &mut acc[MQ * c0..][..MQ * w];
             let pr = &s[..rows_p];
             match w {
-                64 => pv_panel::<K, RQ, 64>(pr, &live, vp, (j0, nk), ap),
-                32 => pv_panel::<K, RQ, 32>(pr, &live, vp, (j0, nk), ap),
-                _ => pv_panel::<K, RQ, PAD>(pr, &live, vp, (j0, nk), ap),
+                64 => pv_panel::<K, RQ, { 2 * RQ }, 64>(pr, &live, vp, nk, ap),
+                32 => pv_panel::<K, RQ, { 2 * RQ }, 32>(pr, &live, vp, nk, ap),
+                _ => pv_panel::<K, RQ, { 2 * RQ }, PAD>(pr, &live, vp, nk, ap),
             }
             c0 += w;
         }
@@ -1019,187 +968,6 @@ fn direct_row<const K: u8>(
     }
     normalise(out, m, &l);
     store([b, h, i, 0], out);
-}
-
-/// The argument block generated code passes to [`varc_attention`]: base
-/// pointers of element `[0, 0, 0, 0]` of each operand (bias null when
-/// absent), element strides `[batch, head, seq, dim]`, the sizes, and the
-/// scale (an f32 value stored as f64). Every field is 8 bytes.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionArgs {
-    pub q: *const f32,
-    pub k: *const f32,
-    pub v: *const f32,
-    pub bias: *const f32,
-    pub out: *mut f32,
-    pub q_strides: [isize; 4],
-    pub k_strides: [isize; 4],
-    pub v_strides: [isize; 4],
-    pub bias_strides: [isize; 4],
-    pub out_strides: [isize; 4],
-    pub batch: usize,
-    pub q_heads: usize,
-    pub kv_heads: usize,
-    pub s_q: usize,
-    pub s_kv: usize,
-    pub head_dim: usize,
-    pub v_head_dim: usize,
-    /// Nonzero: causal masking with `causal_offset`.
-    pub causal: usize,
-    pub causal_offset: isize,
-    pub scale: f64,
-}
-
-/// Byte offsets of [`AttentionArgs`]' fields, for code generators.
-pub mod args_layout {
-    /// q, k, v, bias, out pointers.
-    pub const POINTERS: usize = 0;
-    /// q, k, v, bias, out strides: 4 × 8 bytes each.
-    pub const STRIDES: usize = 40;
-    /// batch, q_heads, kv_heads, s_q, s_kv, head_dim, v_head_dim, causal,
-    /// causal_offset.
-    pub const SIZES: usize = STRIDES + 5 * 32;
-    pub const SCALE: usize = SIZES + 9 * 8;
-    pub const TOTAL: usize = SCALE + 8;
-}
-
-const _: () = assert!(std::mem::size_of::<AttentionArgs>() == args_layout::TOTAL);
-
-/// Smallest `B·H·S_q·S_kv·(d + d_v)` split across the current pool.
-const PAR_MIN_WORK: usize = 1 << 17;
-
-/// `AttentionArgs` crossing into pool tasks.
-#[derive(Clone, Copy)]
-struct Shared(AttentionArgs);
-
-impl Shared {
-    /// (A method, so that closures capture the `Send` wrapper, not the
-    /// pointer fields.)
-    fn args(&self) -> AttentionArgs {
-        self.0
-    }
-}
-
-// SAFETY: the pointers are only dereferenced under `varc_attention`'s
-// contract, which holds for the whole call; tasks read the inputs and
-// write disjoint output rows (see `varc_attention`).
-unsafe impl Send for Shared {}
-// SAFETY: as above.
-unsafe impl Sync for Shared {}
-
-/// A read-only slice covering every element of a view, and the origin's
-/// offset in it.
-///
-/// # Safety
-///
-/// Every element of the view must lie in one live allocation of f32s.
-unsafe fn covering<'a>(p: *const f32, ext: [usize; 4], strides: [isize; 4]) -> Operand<'a> {
-    match span4(ext, strides) {
-        // SAFETY: the caller guarantees the view's elements are in one
-        // allocation; `lo..=hi` are the lowest and highest it touches.
-        Some((lo, hi)) if !ext.contains(&0) => unsafe {
-            Operand {
-                data: std::slice::from_raw_parts(p.offset(lo), (hi - lo + 1) as usize),
-                offset: (-lo) as usize,
-                strides,
-            }
-        },
-        _ => Operand {
-            data: &[],
-            offset: 0,
-            strides,
-        },
-    }
-}
-
-/// The problem `args` describes, over slices covering its operands.
-///
-/// # Safety
-///
-/// As [`varc_attention`].
-unsafe fn problem<'a>(a: &AttentionArgs) -> Problem<'a> {
-    let (b, hq, hk) = (a.batch, a.q_heads, a.kv_heads);
-    let (sq, skv, d, dv) = (a.s_q, a.s_kv, a.head_dim, a.v_head_dim);
-    // SAFETY: the caller guarantees each operand's elements lie in one live
-    // allocation.
-    unsafe {
-        Problem {
-            q: covering(a.q, [b, hq, sq, d], a.q_strides),
-            k: covering(a.k, [b, hk, skv, d], a.k_strides),
-            v: covering(a.v, [b, hk, skv, dv], a.v_strides),
-            bias: (!a.bias.is_null()).then(|| covering(a.bias, [b, hq, sq, skv], a.bias_strides)),
-            sizes: Sizes {
-                batch: b,
-                q_heads: hq,
-                kv_heads: hk,
-                s_q: sq,
-                s_kv: skv,
-                head_dim: d,
-                v_head_dim: dv,
-            },
-            scale: a.scale as f32,
-            causal_offset: (a.causal != 0).then_some(a.causal_offset),
-        }
-    }
-}
-
-/// The C ABI entry generated code calls: attention as [`Problem`] describes,
-/// written through `out`. With a current thread pool and enough work, the
-/// `(batch, head, query tile)` units run as tasks; each output element is
-/// computed by one task exactly as in a serial call (bit-identical results
-/// for any thread count).
-///
-/// # Safety
-///
-/// `args` points to a valid [`AttentionArgs`]; every element of each
-/// operand view lies in one live allocation of f32s (out writable, the
-/// others readable); `out` does not overlap the inputs, and distinct output
-/// indices address distinct elements.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn varc_attention(args: *const AttentionArgs) {
-    // SAFETY: the caller passes a valid argument block.
-    let a = Shared(unsafe { *args });
-    let args = a.args();
-    // SAFETY: the caller's contract is `problem`'s.
-    let whole = unsafe { problem(&args) };
-    // (The slices cover the operands by construction: this refuses head
-    // counts that do not divide.)
-    if let Err(e) = whole.check() {
-        panic!("{e}");
-    }
-    let units = whole.units();
-    let work = [
-        args.batch,
-        args.q_heads,
-        args.s_q,
-        args.s_kv.max(1),
-        (args.head_dim + args.v_head_dim).max(1),
-    ]
-    .iter()
-    .fold(1usize, |w, &n| w.saturating_mul(n));
-    let call = next_call();
-    let run = move |u: usize| {
-        let args = a.args();
-        // SAFETY: as above; the slices live for this task only.
-        let p = unsafe { problem(&args) };
-        let (out, s) = (args.out, args.out_strides);
-        run_unit(Isa::detect(), &p, call, u, &mut |idx, row| {
-            let at: isize = idx.iter().zip(&s).map(|(&i, &st)| i as isize * st).sum();
-            for (c, &y) in row.iter().enumerate() {
-                // SAFETY: `[idx.., c]` is inside the output's extents, whose
-                // elements lie in the caller's writable allocation; distinct
-                // indices are distinct elements and each unit writes only
-                // its own rows, so concurrent tasks never write the same
-                // element, and `out` overlaps no input.
-                unsafe { *out.offset(at + c as isize * s[3]) = y };
-            }
-        });
-    };
-    match crate::pool::current().filter(|_| work >= PAR_MIN_WORK && units > 1) {
-        Some(pool) => pool.run(units, std::sync::Arc::new(run)),
-        None => (0..units).for_each(run),
-    }
 }
 
 #[cfg(test)]
