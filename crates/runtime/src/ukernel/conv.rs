@@ -22,8 +22,8 @@
 use super::blocks::{self, BSrc, Blocking, CView};
 use super::pack::DIRECT_VEC;
 use super::{
-    Batch, COut, Isa, MatRef, PAR_MIN_WORK, PackedB, RawB, RawGemm, SMALL_ROWS, injective_axes,
-    run_part,
+    Batch, COut, Isa, MatRef, PackedB, RawB, RawGemm, SMALL_ROWS, injective_axes, parallel_pool,
+    run_cut,
 };
 use crate::ukernel::attention::span4;
 use std::cell::RefCell;
@@ -784,17 +784,9 @@ unsafe fn conv_with(args: *const ConvArgs, split: Split) {
 /// matrix of a live image not written during the call, and C of distinct
 /// products must not overlap A or B of any.
 unsafe fn run_conv(g: RawGemm, batch: Batch, split: Split) {
-    let work = [g.m, g.n, g.k, batch.count]
-        .iter()
-        .fold(1usize, |w, &x| w.saturating_mul(x));
-    let pool = crate::pool::current()
-        .filter(|_| work >= PAR_MIN_WORK)
-        .filter(|_| injective_axes(&[(g.m, g.rs_c), (g.n, g.cs_c), (batch.count, batch.c_step)]));
-    let Some(pool) = pool else {
-        for i in 0..batch.count {
-            // SAFETY: the caller's contract, product `i`.
-            unsafe { run_part(g.image(&batch, i), 0, g.m, 0, g.n) };
-        }
+    let Some(pool) = parallel_pool(&g, &batch) else {
+        // SAFETY: the caller's contract.
+        unsafe { run_cut(g, batch, None, true, 1) };
         return;
     };
     let tile = Isa::detect().tile();
@@ -833,43 +825,9 @@ unsafe fn run_conv(g: RawGemm, batch: Batch, split: Split) {
         #[cfg(test)]
         Split::Cols => false,
     };
-    let (outer, align) = if by_rows {
-        (g.m, tile.mr)
-    } else {
-        (g.n, col_align)
-    };
-    let tasks = crate::pool::range_count(outer, threads, align);
-    if tasks < 2 {
-        for i in 0..batch.count {
-            // SAFETY: the caller's contract, product `i`.
-            unsafe { run_part(g.image(&batch, i), 0, g.m, 0, g.n) };
-        }
-        return;
-    }
-    pool.run(
-        tasks,
-        std::sync::Arc::new(move |t| {
-            let (lo, hi) = crate::pool::range(outer, tasks, align, t);
-            for i in 0..batch.count {
-                let g = g.image(&batch, i);
-                // SAFETY: the part is a block of rows (columns) of the
-                // caller's product `i`, inside its views. Tasks write
-                // disjoint elements of C (distinct `(i, r, c)` are distinct
-                // elements by the caller's contract, checked by
-                // `injective_axes` above) through raw pointers only; A, B
-                // and the bias are only read. The caller's pointers outlive
-                // `pool.run`, which returns only when every task has
-                // finished.
-                unsafe {
-                    if by_rows {
-                        run_part(g, lo, hi, 0, g.n)
-                    } else {
-                        run_part(g, 0, g.m, lo, hi)
-                    }
-                }
-            }
-        }),
-    );
+    let align = if by_rows { tile.mr } else { col_align };
+    // SAFETY: the caller's contract; `pool` came from `parallel_pool`.
+    unsafe { run_cut(g, batch, Some(&pool), by_rows, align) }
 }
 
 #[cfg(test)]

@@ -691,24 +691,44 @@ unsafe fn run_batch(g: RawGemm, batch: Batch) {
         RawB::Packed { b, .. } => unsafe { &*(b as *const PackedB) }.isa().tile(),
         RawB::Strided { .. } | RawB::Im2col(_) => Isa::detect().tile(),
     };
-    let work = [g.m, g.n, g.k, batch.count]
-        .iter()
-        .fold(1usize, |w, &x| w.saturating_mul(x));
-    let pool = crate::pool::current()
-        .filter(|_| work >= PAR_MIN_WORK)
-        .filter(|_| injective_axes(&[(g.m, g.rs_c), (g.n, g.cs_c), (batch.count, batch.c_step)]));
     // Cut the axis with more tiles: column blocks share A (small when m
     // is small) and halve the B each task streams.
     let (row_units, col_units) = (g.m.div_ceil(tile.mr), g.n.div_ceil(tile.group()));
     let by_rows = row_units > col_units;
-    let (outer, align) = if by_rows {
-        (g.m, tile.mr)
-    } else {
-        (g.n, tile.group())
-    };
-    let tasks = pool
-        .as_ref()
-        .map_or(1, |p| crate::pool::range_count(outer, p.threads(), align));
+    let align = if by_rows { tile.mr } else { tile.group() };
+    let pool = parallel_pool(&g, &batch);
+    // SAFETY: the caller's contract.
+    unsafe { run_cut(g, batch, pool.as_deref(), by_rows, align) }
+}
+
+/// The current pool, when the products of `batch` are worth splitting
+/// and their C views injective (so tasks write disjoint elements).
+fn parallel_pool(g: &RawGemm, batch: &Batch) -> Option<std::sync::Arc<crate::pool::ThreadPool>> {
+    let work = [g.m, g.n, g.k, batch.count]
+        .iter()
+        .fold(1usize, |w, &x| w.saturating_mul(x));
+    crate::pool::current()
+        .filter(|_| work >= PAR_MIN_WORK)
+        .filter(|_| injective_axes(&[(g.m, g.rs_c), (g.n, g.cs_c), (batch.count, batch.c_step)]))
+}
+
+/// Runs the products of `batch` ([`RawGemm::image`]), each cut into the
+/// same blocks of rows (`by_rows`) or columns, `align` wide, one task per
+/// block on `pool`; a task runs its block of every product. Serial
+/// without a pool or with one block.
+///
+/// # Safety
+///
+/// As [`run_batch`]; `pool` is one [`parallel_pool`] returned.
+unsafe fn run_cut(
+    g: RawGemm,
+    batch: Batch,
+    pool: Option<&crate::pool::ThreadPool>,
+    by_rows: bool,
+    align: usize,
+) {
+    let outer = if by_rows { g.m } else { g.n };
+    let tasks = pool.map_or(1, |p| crate::pool::range_count(outer, p.threads(), align));
     let (Some(pool), true) = (pool, tasks > 1) else {
         for i in 0..batch.count {
             // SAFETY: the caller's contract, product `i`.
@@ -726,10 +746,10 @@ unsafe fn run_batch(g: RawGemm, batch: Batch) {
                 // caller's product `i`, inside its views. Tasks write
                 // disjoint elements of C (distinct `(i, r, c)` are distinct
                 // elements by the caller's contract, checked by
-                // `injective_axes` above) through raw pointers only; A and
-                // B are only read. The caller's pointers outlive
-                // `pool.run`, which returns only when every task has
-                // finished.
+                // `injective_axes` in `parallel_pool`) through raw pointers
+                // only; A, B and a bias are only read. The caller's
+                // pointers outlive `pool.run`, which returns only when
+                // every task has finished.
                 unsafe {
                     if by_rows {
                         run_part(g, lo, hi, 0, g.n)
